@@ -1,0 +1,12 @@
+//! The contract of vephys: the gRPC API generated from `vephys.proto` and the campaign spec
+//! format users write in TOML.
+
+pub mod spec;
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("vephys.v1");
+
+    /// Encoded descriptor set of `vephys.proto`, served by the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vephys_descriptor");
+}
