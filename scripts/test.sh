@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): sets up a fresh machine as needed, then runs every test of
+# the workspace against the real parts: libtorch 2.11, the real EfficientNet-Lite0 weights,
+# PyTorch/torchvision reference outputs, and a real PostgreSQL server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VEPHYS_SKIP_BUILD=1 scripts/setup.sh
+source scripts/env.sh
+
+# Reference outputs from PyTorch; rebuilt whenever the scripts that make them change.
+fixture_stamp="$(cat scripts/python/make_fixtures.py scripts/python/reference.py | sha256sum | cut -c1-16)"
+if [ "$(cat "$VEPHYS_FIXTURES/.stamp" 2>/dev/null)" != "$fixture_stamp" ]; then
+  echo "test: writing PyTorch reference fixtures to $VEPHYS_FIXTURES" >&2
+  rm -rf "$VEPHYS_FIXTURES"
+  (cd scripts/python && python make_fixtures.py "$VEPHYS_FIXTURES")
+  echo "$fixture_stamp" > "$VEPHYS_FIXTURES/.stamp"
+fi
+
+VEPHYS_TEST_DATABASE_URL="$(scripts/postgres.sh)"
+export VEPHYS_TEST_DATABASE_URL
+
+cargo test --workspace --no-fail-fast "$@"

@@ -1,0 +1,119 @@
+//! Synthesis throughput: vephys against a plain PyTorch loop doing the same work on the same
+//! machine, in the same run. Prints image-steps/s for both and their ratio (goal: >= 0.95).
+//!
+//! Run: `scripts/bench.sh` (or `cargo bench -p vephys-worker --bench synth` inside the
+//! project's environment). VEPHYS_BENCH_STEPS scales the number of timed steps.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use tch::Device;
+use vephys_worker::device::{describe, parse_device};
+use vephys_worker::models::Network;
+use vephys_worker::synthesis::{synthesize, SynthParams};
+
+struct Case {
+    model: &'static str,
+    layer: &'static str,
+    /// The same layer under its torchvision/reference name, for the PyTorch loop.
+    reference_layer: &'static str,
+    weights: PathBuf,
+}
+
+fn env_dir(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(default))
+}
+
+fn vephys_rate(net: &Network, layer: &str, batch: usize, steps: i64) -> f64 {
+    let layer = net.layer_index(layer).unwrap();
+    let filters: Vec<i64> = (0..batch as i64).collect();
+    let warm = SynthParams {
+        steps: 1,
+        ..SynthParams::default()
+    };
+    synthesize(net, layer, &filters, &warm, &mut || {}).unwrap();
+    let params = SynthParams {
+        steps,
+        ..SynthParams::default()
+    };
+    let start = Instant::now();
+    synthesize(net, layer, &filters, &params, &mut || {}).unwrap();
+    (batch as f64 * steps as f64) / start.elapsed().as_secs_f64()
+}
+
+fn pytorch_rate(case: &Case, batch: usize, steps: i64) -> f64 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python/bench_synth.py");
+    let out = Command::new("python")
+        .arg(&script)
+        .args([
+            case.model,
+            case.reference_layer,
+            case.weights.to_str().unwrap(),
+            "224",
+            &batch.to_string(),
+            &steps.to_string(),
+        ])
+        .output()
+        .expect("run python (use scripts/bench.sh so the project's venv is on PATH)");
+    assert!(
+        out.status.success(),
+        "pytorch loop failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["image_steps_per_s"].as_f64().unwrap()
+}
+
+fn main() {
+    let device =
+        parse_device(&std::env::var("VEPHYS_DEVICE").unwrap_or_else(|_| "auto".into())).unwrap();
+    let scale: f64 = std::env::var("VEPHYS_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let cases = [
+        Case {
+            model: "vgg19",
+            layer: "block3_pool",
+            reference_layer: "features.18",
+            weights: env_dir("VEPHYS_FIXTURES", ".cache/vephys/fixtures").join("vgg19.safetensors"),
+        },
+        Case {
+            model: "efficientnet_lite0",
+            layer: "blocks.7",
+            reference_layer: "blocks.7",
+            weights: env_dir("VEPHYS_WEIGHTS_DIR", ".cache/vephys/weights")
+                .join("efficientnet_lite0.safetensors"),
+        },
+    ];
+    println!("synthesis benchmark, 224 px, device {}", describe(device));
+    println!(
+        "{:<30} {:>5} {:>6} {:>14} {:>14} {:>7}",
+        "model/layer", "batch", "steps", "vephys img-st/s", "pytorch img-st/s", "ratio"
+    );
+    for case in &cases {
+        let mut net = Network::build(case.model, device).unwrap();
+        net.load_weights(&case.weights).unwrap();
+        for (batch, base_steps) in [(1usize, 8.0f64), (16, 3.0)] {
+            let steps = (base_steps * scale).ceil().max(1.0) as i64;
+            let ours = vephys_rate(&net, case.layer, batch, steps);
+            let theirs = if device == Device::Cpu {
+                pytorch_rate(case, batch, steps)
+            } else {
+                f64::NAN
+            };
+            println!(
+                "{:<30} {:>5} {:>6} {:>14.2} {:>14.2} {:>7.3}",
+                format!("{}/{}", case.model, case.layer),
+                batch,
+                steps,
+                ours,
+                theirs,
+                ours / theirs
+            );
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Max-image synthesis: the objective, the regularisers, the batched gradient-ascent engine.
+
+mod engine;
+pub mod objective;
+mod params;
+pub mod regularizers;
+
+pub use engine::{synthesize, Status, SynthOutcome, DATASET_MEAN};
+pub use params::{ColorMode, ObjectiveKind, SynthParams};
