@@ -97,6 +97,26 @@ impl Network {
         })
     }
 
+    /// Builds a network from stages made in code, named `name`: tests and experiments give it
+    /// known weights by editing the tensors of `parameters()`.
+    pub fn custom(
+        name: &str,
+        input: InputNorm,
+        device: Device,
+        build: impl FnOnce(&nn::Path) -> Vec<Stage>,
+    ) -> Network {
+        let mut vs = nn::VarStore::new(device);
+        let stages = build(&vs.root());
+        vs.freeze();
+        Network {
+            name: name.to_string(),
+            stages,
+            input,
+            vs,
+            weights_sha256: None,
+        }
+    }
+
     /// Loads safetensors weights (every parameter must be present with the right shape, and
     /// nothing else may be in the file) and remembers the file's sha256.
     pub fn load_weights(&mut self, path: &Path) -> Result<()> {

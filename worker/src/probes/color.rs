@@ -1,0 +1,83 @@
+//! `color`: the paper's colour protocol. For each channel c in R, G, B the filter's
+//! single-colour max image x_c (synthesized with only c free, the others exactly 0) is shown
+//! as it is, moved into each of the other two channels ("red max image shown as green"), and
+//! as its grayscale Y = w_c x_c replicated to three channels (w = 0.299, 0.587, 0.114).
+//!
+//! Derived: the preferred channel argmax_c A(x_c); the colour selectivity index of each channel,
+//! (A(x_c) - A(gray_c)) / (A(x_c) + A(gray_c)), and of the preferred one.
+
+use serde::Serialize;
+use tch::Tensor;
+
+use super::measure::{measure, Both, Responses};
+use super::params::ProbeParams;
+use super::stack;
+use super::stimuli::{grayscale, move_channel};
+use super::tuning::{argmax, selectivity_index};
+use crate::error::Result;
+use crate::models::Network;
+
+pub const CHANNELS: [&str; 3] = ["r", "g", "b"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Color {
+    /// `r`, `r_as_g`, `r_as_b`, `r_gray`, then the same for g and b.
+    pub stimuli: Vec<String>,
+    pub responses: Responses,
+    pub preferred_channel: Both<&'static str>,
+    pub colour_selectivity_index: Both<Option<f64>>,
+    /// Per channel r, g, b.
+    pub channel_selectivity_index: Both<[Option<f64>; 3]>,
+}
+
+/// Stimulus labels in order.
+pub fn labels() -> Vec<String> {
+    let mut labels = Vec::with_capacity(12);
+    for (c, name) in CHANNELS.iter().enumerate() {
+        labels.push(name.to_string());
+        for (d, other) in CHANNELS.iter().enumerate() {
+            if d != c {
+                labels.push(format!("{name}_as_{other}"));
+            }
+        }
+        labels.push(format!("{name}_gray"));
+    }
+    labels
+}
+
+/// `images[i]` holds filter i's R-only, G-only and B-only max images, each [3, S, S].
+pub fn run(
+    net: &Network,
+    layer: usize,
+    filters: &[i64],
+    images: &[[Tensor; 3]],
+    params: &ProbeParams,
+) -> Result<Vec<Color>> {
+    debug_assert_eq!(filters.len(), images.len());
+    let mut out = Vec::with_capacity(filters.len());
+    for (&filter, single) in filters.iter().zip(images) {
+        let mut stimuli = Vec::with_capacity(12);
+        for (c, image) in single.iter().enumerate() {
+            let image = image.to_device(net.device());
+            stimuli.push(image.shallow_clone());
+            for d in (0..3).filter(|d| *d != c) {
+                stimuli.push(move_channel(&image, c as i64, d as i64)?);
+            }
+            stimuli.push(grayscale(&image.f_unsqueeze(0)?)?.f_squeeze_dim(0)?);
+        }
+        let r = measure(net, layer, &stack(&stimuli)?, &[filter], params.batch)?.remove(0);
+        // own-channel image of channel c at 4c, its grayscale at 4c + 3
+        let csi = |a: &[f64]| -> [Option<f64>; 3] {
+            std::array::from_fn(|c| selectivity_index(a[4 * c], a[4 * c + 3]))
+        };
+        let preferred = |a: &[f64]| argmax(&[a[0], a[4], a[8]]);
+        out.push(Color {
+            stimuli: labels(),
+            preferred_channel: Both::of(&r, |a| CHANNELS[preferred(a)]),
+            colour_selectivity_index: Both::of(&r, |a| csi(a)[preferred(a)]),
+            channel_selectivity_index: Both::of(&r, csi),
+            responses: r,
+        });
+    }
+    Ok(out)
+}

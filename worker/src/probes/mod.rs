@@ -1,0 +1,127 @@
+//! The probes of DESIGN.md section 1: each puts filters of a layer through one experiment and
+//! returns, per stimulus, the filter's max and mean activity plus the numbers derived from the
+//! curve (`tuning`). Stimuli are made on the network's device (`stimuli`) and evaluated in
+//! batches without gradients (`measure`).
+//!
+//! The paper's probes (`baseline`, `zoom`, `rotation`, `color`) start from each filter's max
+//! image(s); `grating` and `hue` show every filter the same stimuli and need none.
+
+pub mod baseline;
+pub mod color;
+pub mod grating;
+pub mod hue;
+mod measure;
+mod params;
+pub mod rotation;
+pub mod stimuli;
+pub mod tuning;
+pub mod zoom;
+
+use serde::Serialize;
+use tch::Tensor;
+
+pub use measure::{measure, Both, Responses};
+pub use params::{parse_values, ProbeParams, ZoomFill};
+use tuning::{Axis, Tuning};
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Baseline,
+    Zoom,
+    Rotation,
+    Color,
+    Grating,
+    Hue,
+}
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 6] = [
+        ProbeKind::Baseline,
+        ProbeKind::Zoom,
+        ProbeKind::Rotation,
+        ProbeKind::Color,
+        ProbeKind::Grating,
+        ProbeKind::Hue,
+    ];
+
+    /// The probes of the paper (Bandi & Kinley), which start from max images.
+    pub const PAPER: [ProbeKind; 4] = [
+        ProbeKind::Baseline,
+        ProbeKind::Zoom,
+        ProbeKind::Rotation,
+        ProbeKind::Color,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Baseline => "baseline",
+            ProbeKind::Zoom => "zoom",
+            ProbeKind::Rotation => "rotation",
+            ProbeKind::Color => "color",
+            ProbeKind::Grating => "grating",
+            ProbeKind::Hue => "hue",
+        }
+    }
+
+    /// What the probe starts from for each filter.
+    pub fn input(self) -> ProbeInput {
+        match self {
+            ProbeKind::Baseline | ProbeKind::Zoom | ProbeKind::Rotation => ProbeInput::MaxImage,
+            ProbeKind::Color => ProbeInput::SingleColourMaxImages,
+            ProbeKind::Grating | ProbeKind::Hue => ProbeInput::Nothing,
+        }
+    }
+}
+
+/// What a probe needs besides the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeInput {
+    /// The filter's full-colour max image.
+    MaxImage,
+    /// The filter's R-only, G-only and B-only max images.
+    SingleColourMaxImages,
+    /// Nothing: every filter sees the same stimuli.
+    Nothing,
+}
+
+/// One probe's result for one filter, tagged with the probe's name when serialised.
+#[derive(Debug, Serialize)]
+#[serde(tag = "probe", rename_all = "lowercase")]
+pub enum ProbeResult {
+    Baseline(baseline::Baseline),
+    Zoom(zoom::Zoom),
+    Rotation(rotation::Rotation),
+    Color(color::Color),
+    Grating(grating::Grating),
+    Hue(hue::Hue),
+}
+
+/// A tuning curve: responses along one stimulus axis and the numbers derived from them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Curve {
+    /// What the values are, with their unit (`rotation_deg`, `zoom_factor`, ...).
+    pub axis: &'static str,
+    pub values: Vec<f64>,
+    pub responses: Responses,
+    pub tuning: Both<Tuning>,
+}
+
+impl Curve {
+    pub fn new(name: &'static str, values: Vec<f64>, responses: Responses, axis: Axis) -> Curve {
+        let tuning = Both::of(&responses, |r| Tuning::of(&values, r, axis));
+        Curve {
+            axis: name,
+            values,
+            responses,
+            tuning,
+        }
+    }
+}
+
+/// Stacks per-image stimuli [3, S, S] into a batch on `image`'s device.
+fn stack(images: &[Tensor]) -> Result<Tensor> {
+    Ok(Tensor::f_stack(images, 0)?)
+}

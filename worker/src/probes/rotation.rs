@@ -1,0 +1,49 @@
+//! `rotation`: the max image rotated about its centre by each angle (degrees, counterclockwise
+//! as displayed), bicubic, and always seen through a circular aperture on the inscribed circle
+//! with the mean colour outside (`stimuli::rotations`). The aperture is the same for every
+//! angle, so image borders cannot fake a tuning curve: a rotation-invariant unit gives a flat
+//! one. Consistency: rotation 0 is the max image through the aperture, whose response the
+//! baseline reports as `max_image_aperture`.
+//!
+//! Derived: the curve's tuning on a circular axis, its orientation circular variance over
+//! 2 theta and its rotational symmetry period (`tuning`).
+
+use serde::Serialize;
+use tch::Tensor;
+
+use super::measure::{measure, Both};
+use super::params::ProbeParams;
+use super::stimuli::rotations;
+use super::tuning::{circular_variance, symmetry_period, Axis};
+use super::Curve;
+use crate::error::Result;
+use crate::models::Network;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotation {
+    pub curve: Curve,
+    pub orientation_circular_variance: Both<Option<f64>>,
+    pub symmetry_period_deg: Both<Option<f64>>,
+}
+
+pub fn run(
+    net: &Network,
+    layer: usize,
+    filters: &[i64],
+    images: &[Tensor],
+    params: &ProbeParams,
+) -> Result<Vec<Rotation>> {
+    debug_assert_eq!(filters.len(), images.len());
+    let angles = &params.angles;
+    let mut out = Vec::with_capacity(filters.len());
+    for (&filter, image) in filters.iter().zip(images) {
+        let stimuli = rotations(&image.to_device(net.device()), angles)?;
+        let r = measure(net, layer, &stimuli, &[filter], params.batch)?.remove(0);
+        out.push(Rotation {
+            orientation_circular_variance: Both::of(&r, |r| circular_variance(angles, r, 2.0)),
+            symmetry_period_deg: Both::of(&r, |r| symmetry_period(angles, r)),
+            curve: Curve::new("rotation_deg", angles.clone(), r, Axis::Circular(360.0)),
+        });
+    }
+    Ok(out)
+}
