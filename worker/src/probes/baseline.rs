@@ -1,7 +1,7 @@
 //! `baseline`: the max image beside reference stimuli (DESIGN.md section 1).
 //!
 //! Stimuli, in order: the max image x; x through the rotation probe's circular aperture (what
-//! rotation 0 shows); its grayscale Y = 0.299 R + 0.587 G + 0.114 B replicated to three
+//! rotation 0 shows, radius `aperture` x S/2); its grayscale Y = 0.299 R + 0.587 G + 0.114 B replicated to three
 //! channels; an all-white image; gaussian noise N(c, noise_std) around the mean colour c,
 //! clamped to [0, 1] and shared by every filter. Derived: the colour selectivity index of the
 //! full-colour max image, (A_x - A_gray) / (A_x + A_gray).
@@ -53,7 +53,14 @@ pub fn run(
     let mut out = Vec::with_capacity(filters.len());
     for ((&filter, image), shared) in filters.iter().zip(images).zip(shared) {
         let x = image.to_device(device).f_unsqueeze(0)?;
-        let own = Tensor::f_cat(&[x.shallow_clone(), aperture(&x)?, grayscale(&x)?], 0)?;
+        let own = Tensor::f_cat(
+            &[
+                x.shallow_clone(),
+                aperture(&x, params.aperture)?,
+                grayscale(&x)?,
+            ],
+            0,
+        )?;
         let mut r = measure(net, layer, &own, &[filter], params.batch)?.remove(0);
         r.max.extend(shared.max);
         r.mean.extend(shared.mean);

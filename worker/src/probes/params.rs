@@ -22,6 +22,10 @@ pub struct ProbeParams {
     pub zoom_fill: ZoomFill,
     /// Rotation angles in degrees, counterclockwise as displayed, within one turn.
     pub angles: Vec<f64>,
+    /// Radius of the rotation probe's circular aperture as a fraction of half the image side.
+    /// It must leave out the band along the borders where a max image is weaker (about half a
+    /// receptive field wide), or the square borders come back as a 90-degree tuning.
+    pub aperture: f64,
     /// Grating orientations in degrees (direction of the wave vector, counterclockwise from
     /// the image's x axis), within half a turn.
     pub orientations: Vec<f64>,
@@ -45,6 +49,7 @@ impl Default for ProbeParams {
             zoom_factors: vec![0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0],
             zoom_fill: ZoomFill::Tile,
             angles: steps(0.0, 345.0, 15.0),
+            aperture: 0.7,
             orientations: steps(0.0, 165.0, 15.0),
             frequencies: vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             phases: 4,
@@ -69,6 +74,12 @@ impl ProbeParams {
         }
         check_increasing("--angles", &self.angles)?;
         check_within_turn("--angles", &self.angles, 360.0)?;
+        if !(self.aperture > 0.0 && self.aperture <= 1.0) {
+            return Err(bad(
+                "--aperture",
+                format!("{} must be in (0, 1]", self.aperture),
+            ));
+        }
         check_increasing("--orientations", &self.orientations)?;
         check_within_turn("--orientations", &self.orientations, 180.0)?;
         check_increasing("--frequencies", &self.frequencies)?;

@@ -1,7 +1,8 @@
 //! `rotation`: the max image rotated about its centre by each angle (degrees, counterclockwise
-//! as displayed), bicubic, and always seen through a circular aperture on the inscribed circle
-//! with the mean colour outside (`stimuli::rotations`). The aperture is the same for every
-//! angle, so image borders cannot fake a tuning curve: a rotation-invariant unit gives a flat
+//! as displayed), bicubic, and always seen through a circular aperture centred on the image,
+//! radius `aperture` x S/2, with the mean colour outside (`stimuli::rotations`). The aperture is
+//! the same for every angle and leaves out the band along the borders where a max image is
+//! weaker, so image borders cannot fake a tuning curve: a rotation-invariant unit gives a flat
 //! one. Consistency: rotation 0 is the max image through the aperture, whose response the
 //! baseline reports as `max_image_aperture`.
 //!
@@ -37,7 +38,7 @@ pub fn run(
     let angles = &params.angles;
     let mut out = Vec::with_capacity(filters.len());
     for (&filter, image) in filters.iter().zip(images) {
-        let stimuli = rotations(&image.to_device(net.device()), angles)?;
+        let stimuli = rotations(&image.to_device(net.device()), angles, params.aperture)?;
         let r = measure(net, layer, &stimuli, &[filter], params.batch)?.remove(0);
         out.push(Rotation {
             orientation_circular_variance: Both::of(&r, |r| circular_variance(angles, r, 2.0)),

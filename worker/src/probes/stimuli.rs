@@ -4,8 +4,9 @@
 //!
 //! - grayscale:  Y = 0.299 R + 0.587 G + 0.114 B, replicated to the three channels;
 //! - rotation:   out(p) = in(R(-theta) p), bicubic, then the circular aperture (below);
-//! - aperture:   out = m x + (1 - m) c, m = clamp(S/2 + 1/2 - |p|, 0, 1) (a one-pixel soft edge
-//!   on the inscribed circle, c = the dataset's mean colour);
+//! - aperture:   out = m x + (1 - m) c, m = clamp(a S/2 + 1/2 - |p|, 0, 1): a disc of radius
+//!   a S/2 (a fraction a of the inscribed circle's) with a one-pixel soft edge, the mean colour
+//!   c outside;
 //! - zoom z > 1: the centre crop of side round(S/z), resized up to S (bilinear);
 //!   zoom z < 1: shrunk to side round(S z) (antialiased bilinear), tiled with one copy centred,
 //!   or padded with c; zoom 1 is the image itself;
@@ -54,21 +55,22 @@ pub fn move_channel(x: &Tensor, from: i64, to: i64) -> Result<Tensor> {
     Ok(out)
 }
 
-/// Weight of the aperture per pixel: [1, 1, S, S], 1 inside the inscribed circle, 0 outside,
-/// with a one-pixel linear edge.
-fn aperture_mask(size: i64, device: Device) -> Result<Tensor> {
+/// Weight of the aperture per pixel: [1, 1, S, S], 1 inside the disc of radius `fraction` S/2,
+/// 0 outside, with a one-pixel linear edge.
+fn aperture_mask(size: i64, fraction: f64, device: Device) -> Result<Tensor> {
     let (x, y) = centred_coordinates(size, device)?;
     let r = x.f_square()?.f_add(&y.f_square()?)?.f_sqrt()?;
     let m = r
         .f_neg()?
-        .f_add_scalar(size as f64 / 2.0 + 0.5)?
+        .f_add_scalar(fraction * size as f64 / 2.0 + 0.5)?
         .f_clamp(0.0, 1.0)?;
     Ok(m.f_view([1, 1, size, size])?)
 }
 
-/// The image seen through the circular aperture, the rest the mean colour: [N,3,S,S].
-pub fn aperture(x: &Tensor) -> Result<Tensor> {
-    let m = aperture_mask(x.size()[3], x.device())?;
+/// Images [N, 3, S, S] seen through the circular aperture of radius `fraction` S/2, the rest
+/// the mean colour.
+pub fn aperture(x: &Tensor, fraction: f64) -> Result<Tensor> {
+    let m = aperture_mask(x.size()[3], fraction, x.device())?;
     let c = mean_colour(x.device());
     Ok(x.f_sub(&c)?.f_mul(&m)?.f_add(&c)?)
 }
@@ -87,8 +89,9 @@ fn centred_coordinates(size: i64, device: Device) -> Result<(Tensor, Tensor)> {
 }
 
 /// The image [3, S, S] rotated by each angle (degrees) about its centre, bicubic, through the
-/// aperture: [N, 3, S, S]. Rotation 0 is `aperture(image)` up to float rounding.
-pub fn rotations(image: &Tensor, angles: &[f64]) -> Result<Tensor> {
+/// aperture of radius `aperture` S/2: [N, 3, S, S]. Rotation 0 is the apertured image up to
+/// float rounding.
+pub fn rotations(image: &Tensor, angles: &[f64], aperture_fraction: f64) -> Result<Tensor> {
     let device = image.device();
     let size = image.size()[2];
     let n = angles.len() as i64;
@@ -111,7 +114,7 @@ pub fn rotations(image: &Tensor, angles: &[f64]) -> Result<Tensor> {
         .f_grid_sampler(&grid, 2, 0, false)?
         .f_add(&c)?
         .f_clamp(0.0, 1.0)?;
-    aperture(&rotated)
+    aperture(&rotated, aperture_fraction)
 }
 
 /// The image [3, S, S] at zoom factor `z` (> 0), same size: [3, S, S].
@@ -267,8 +270,8 @@ mod tests {
     fn rotating_the_zero_grating_gives_the_rotated_grating() {
         let g = gratings(48, &[0.0, 30.0, 90.0], &[4.0], 1, Device::Cpu).unwrap();
         for (i, angle) in [(1, 30.0), (2, 90.0)] {
-            let rotated = rotations(&g.get(0), &[angle]).unwrap();
-            let expected = aperture(&g.get(i).unsqueeze(0)).unwrap();
+            let rotated = rotations(&g.get(0), &[angle], 1.0).unwrap();
+            let expected = aperture(&g.get(i).unsqueeze(0), 1.0).unwrap();
             // inside the aperture up to bicubic interpolation error
             let inner = (rotated - expected).narrow(2, 12, 24).narrow(3, 12, 24);
             assert!(max_abs(&inner) < 0.03, "angle {angle}: {}", max_abs(&inner));
@@ -278,11 +281,11 @@ mod tests {
     #[test]
     fn rotation_zero_is_the_apertured_image_and_90_is_exact() {
         let img = Tensor::rand([3, 32, 32], (Kind::Float, Device::Cpu));
-        let out = rotations(&img, &[0.0, 90.0]).unwrap();
-        let apertured = aperture(&img.unsqueeze(0)).unwrap();
+        let out = rotations(&img, &[0.0, 90.0], 0.8).unwrap();
+        let apertured = aperture(&img.unsqueeze(0), 0.8).unwrap();
         assert!(max_abs(&(out.get(0) - apertured.get(0))) < 1e-5);
         // counterclockwise as displayed: the top row becomes the left column
-        let rot90 = aperture(&img.rot90(1, [1, 2]).unsqueeze(0)).unwrap();
+        let rot90 = aperture(&img.rot90(1, [1, 2]).unsqueeze(0), 0.8).unwrap();
         assert!(max_abs(&(out.get(1) - rot90.get(0))) < 1e-4);
     }
 

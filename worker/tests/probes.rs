@@ -1,0 +1,235 @@
+//! The probes against units with known kernels (tests/known_units): each "Shows" item of the
+//! probes issue, with the network built in code.
+
+mod known_units;
+
+use known_units::{
+    grating, network, CENTRE_SURROUND, EDGE, EDGE_ORIENTATION, GREEN, PERIOD, PERIOD_PX,
+};
+use tch::Tensor;
+use vephys_worker::models::Network;
+use vephys_worker::probes::{
+    baseline, color, grating as grating_probe, measure, rotation, stimuli, zoom, ProbeParams,
+};
+use vephys_worker::synthesis::{synthesize, ColorMode, SynthParams};
+
+const SIZE: i64 = 64;
+
+fn params() -> ProbeParams {
+    ProbeParams {
+        frequencies: vec![2.0, 4.0, 6.0, 8.0, 12.0, 16.0],
+        ..ProbeParams::default()
+    }
+}
+
+/// The filters' max images at SIZE px with only the channels of `color` free.
+fn max_images(net: &Network, filters: &[i64], color: ColorMode) -> Vec<Tensor> {
+    let p = SynthParams {
+        steps: 96,
+        size: SIZE,
+        color,
+        ..SynthParams::default()
+    };
+    let layer = net.layer_index("relu").unwrap();
+    synthesize(net, layer, filters, &p, &mut || {})
+        .unwrap()
+        .into_iter()
+        .map(|o| o.image)
+        .collect()
+}
+
+fn ratio(r: &[f64]) -> f64 {
+    let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+    max / min
+}
+
+/// Angle distance on a circle of `period` degrees.
+fn angle_gap(a: f64, b: f64, period: f64) -> f64 {
+    let d = (a - b).rem_euclid(period);
+    d.min(period - d)
+}
+
+#[test]
+fn oriented_edge_unit_peaks_at_its_orientation_every_180_degrees_and_gratings_agree() {
+    let net = network();
+    let layer = net.layer_index("relu").unwrap();
+    let p = params();
+
+    // A vertical-stripe (0 degree) grating turned through every angle: the unit answers most
+    // when the stripes reach its own orientation, and again half a turn later.
+    let reference = grating(SIZE, 0.0, PERIOD_PX);
+    let rot = rotation::run(&net, layer, &[EDGE], &[reference], &p)
+        .unwrap()
+        .remove(0);
+    for (stat, tuning, period) in [
+        ("max", &rot.curve.tuning.max, rot.symmetry_period_deg.max),
+        ("mean", &rot.curve.tuning.mean, rot.symmetry_period_deg.mean),
+    ] {
+        assert!(
+            angle_gap(tuning.preferred, EDGE_ORIENTATION, 180.0) < 1e-9,
+            "{stat}: preferred {}",
+            tuning.preferred
+        );
+        assert_eq!(period, Some(180.0), "{stat}");
+    }
+    let mean = &rot.curve.responses.mean;
+    for k in 0..12 {
+        let (a, b) = (mean[k], mean[k + 12]);
+        assert!(
+            (a - b).abs() <= 0.05 * a.max(b).max(1e-9),
+            "{k}: {a} vs {b}"
+        );
+    }
+    assert!(rot.orientation_circular_variance.mean.unwrap() < 0.5);
+
+    // Gratings find the same orientation (and the kernel's spatial frequency).
+    let g = grating_probe::run(&net, layer, &[EDGE], SIZE, &p)
+        .unwrap()
+        .remove(0);
+    assert_eq!(g.orientation.tuning.mean.preferred, EDGE_ORIENTATION);
+    assert_eq!(g.orientation.tuning.max.preferred, EDGE_ORIENTATION);
+    assert_eq!(g.frequency.tuning.mean.preferred, SIZE as f64 / PERIOD_PX);
+    assert!(g.orientation_circular_variance.mean.unwrap() < 0.5);
+
+    // Its own max image is already at the preferred orientation: peaks at 0 and 180.
+    let image = max_images(&net, &[EDGE], ColorMode::Rgb).remove(0);
+    let own = rotation::run(&net, layer, &[EDGE], &[image], &p)
+        .unwrap()
+        .remove(0);
+    assert!(angle_gap(own.curve.tuning.mean.preferred, 0.0, 180.0) < 1e-9);
+    assert_eq!(own.symmetry_period_deg.mean, Some(180.0));
+}
+
+#[test]
+fn centre_surround_unit_has_a_flat_rotation_curve() {
+    let net = network();
+    let layer = net.layer_index("relu").unwrap();
+    let image = max_images(&net, &[CENTRE_SURROUND], ColorMode::Rgb).remove(0);
+    let rot = rotation::run(&net, layer, &[CENTRE_SURROUND], &[image], &params())
+        .unwrap()
+        .remove(0);
+    let r = &rot.curve.responses;
+    assert!(ratio(&r.mean) <= 1.05, "mean: {:?}", r.mean);
+    assert!(ratio(&r.max) <= 1.05, "max: {:?}", r.max);
+    assert!(rot.curve.tuning.mean.flat);
+    assert_eq!(rot.symmetry_period_deg.mean, None);
+}
+
+#[test]
+fn green_unit_prefers_green_and_loses_to_grayscale() {
+    let net = network();
+    let layer = net.layer_index("relu").unwrap();
+    let single: [Tensor; 3] =
+        [ColorMode::R, ColorMode::G, ColorMode::B].map(|c| max_images(&net, &[GREEN], c).remove(0));
+    let c = color::run(&net, layer, &[GREEN], &[single], &params())
+        .unwrap()
+        .remove(0);
+    assert_eq!(c.preferred_channel.mean, "g");
+    assert_eq!(c.preferred_channel.max, "g");
+    let at = |label: &str| c.stimuli.iter().position(|s| s == label).unwrap();
+    let r = &c.responses.mean;
+    assert!(r[at("g_gray")] < r[at("g")], "{r:?}");
+    // the green pattern moved into red or blue reaches a unit that reads only green not at all
+    assert_eq!(r[at("g_as_r")], 0.0);
+    assert_eq!(r[at("g_as_b")], 0.0);
+    // gray keeps 0.587 of the green channel: CSI = (1 - 0.587) / (1 + 0.587) for a linear unit
+    let csi = c.colour_selectivity_index.mean.unwrap();
+    assert!((csi - 0.413 / 1.587).abs() < 0.02, "csi {csi}");
+
+    // the full-colour max image loses to its grayscale too
+    let rgb = max_images(&net, &[GREEN], ColorMode::Rgb);
+    let b = baseline::run(&net, layer, &[GREEN], &rgb, &params())
+        .unwrap()
+        .remove(0);
+    assert!(b.responses.mean[2] < b.responses.mean[0]);
+    assert!(b.colour_selectivity_index.mean.unwrap() > 0.1);
+}
+
+#[test]
+fn spatial_period_unit_peaks_where_the_period_matches() {
+    let net = network();
+    let layer = net.layer_index("relu").unwrap();
+    let p = params();
+    let g = grating_probe::run(&net, layer, &[PERIOD], SIZE, &p)
+        .unwrap()
+        .remove(0);
+    assert_eq!(g.frequency.tuning.mean.preferred, SIZE as f64 / PERIOD_PX);
+    assert_eq!(g.frequency.tuning.max.preferred, SIZE as f64 / PERIOD_PX);
+    assert_eq!(g.orientation.tuning.mean.preferred, 0.0);
+    assert!(g.frequency.tuning.mean.bandwidth.unwrap() < 3.0);
+
+    // A grating of half the unit's period needs zoom 2 to match it.
+    let fine = grating(SIZE, 0.0, PERIOD_PX / 2.0);
+    let z = zoom::run(&net, layer, &[PERIOD], &[fine], &p)
+        .unwrap()
+        .remove(0);
+    assert_eq!(z.curve.tuning.mean.preferred, 2.0);
+    assert_eq!(z.curve.tuning.max.preferred, 2.0);
+}
+
+#[test]
+fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
+    let net = network();
+    let layer = net.layer_index("relu").unwrap();
+    let p = params();
+    let filters = [EDGE, CENTRE_SURROUND, GREEN, PERIOD];
+    let images = max_images(&net, &filters, ColorMode::Rgb);
+    let base = baseline::run(&net, layer, &filters, &images, &p).unwrap();
+    let zooms = zoom::run(&net, layer, &filters, &images, &p).unwrap();
+    let rots = rotation::run(&net, layer, &filters, &images, &p).unwrap();
+    let one = p.zoom_factors.iter().position(|z| *z == 1.0).unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1e-6);
+    for (i, &f) in filters.iter().enumerate() {
+        let x = images[i].unsqueeze(0);
+        let direct = measure(&net, layer, &x, &[f], 1).unwrap().remove(0);
+        let through_aperture = measure(
+            &net,
+            layer,
+            &stimuli::aperture(&x, p.aperture).unwrap(),
+            &[f],
+            1,
+        )
+        .unwrap()
+        .remove(0);
+        for (stat, d, a, z, r, b) in [
+            (
+                "max",
+                direct.max[0],
+                through_aperture.max[0],
+                &zooms[i].curve.responses.max,
+                &rots[i].curve.responses.max,
+                &base[i].responses.max,
+            ),
+            (
+                "mean",
+                direct.mean[0],
+                through_aperture.mean[0],
+                &zooms[i].curve.responses.mean,
+                &rots[i].curve.responses.mean,
+                &base[i].responses.mean,
+            ),
+        ] {
+            assert!(
+                close(z[one], d),
+                "filter {f} {stat}: zoom 1 {} vs {d}",
+                z[one]
+            );
+            assert!(
+                close(b[0], d),
+                "filter {f} {stat}: baseline {} vs {d}",
+                b[0]
+            );
+            assert!(
+                close(r[0], a),
+                "filter {f} {stat}: rotation 0 {} vs {a}",
+                r[0]
+            );
+            assert!(
+                close(b[1], a),
+                "filter {f} {stat}: aperture {} vs {a}",
+                b[1]
+            );
+        }
+    }
+}
