@@ -6,6 +6,7 @@ pub mod error;
 pub mod filters;
 pub mod image_io;
 pub mod models;
+pub mod plot;
 pub mod probes;
 pub mod provenance;
 pub mod synthesis;

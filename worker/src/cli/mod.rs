@@ -1,7 +1,9 @@
 //! Command-line interface. Every flag also reads a `VEPHYS_…` environment variable; `--help` on
 //! each command is the documentation of record.
 
+mod characterize;
 mod layers;
+mod probe;
 mod respond;
 mod synth;
 
@@ -40,6 +42,12 @@ enum Command {
     /// Synthesize the image that drives each filter hardest; one PNG and one JSON per filter
     #[command(args_override_self = true)]
     Synth(synth::SynthArgs),
+    /// Run one probe (baseline, zoom, rotation, color, grating, hue) on filters' max images
+    #[command(args_override_self = true)]
+    Probe(Box<probe::ProbeArgs>),
+    /// Synthesize max images and run every probe; per filter a JSON of all curves and a figure
+    #[command(args_override_self = true)]
+    Characterize(Box<characterize::CharacterizeArgs>),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -47,6 +55,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Layers(args) => layers::run(args),
         Command::Respond(args) => respond::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Probe(args) => probe::run(*args),
+        Command::Characterize(args) => characterize::run(*args),
     }
 }
 

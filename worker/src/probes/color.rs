@@ -5,17 +5,21 @@
 //!
 //! Derived: the preferred channel argmax_c A(x_c); the colour selectivity index of each channel,
 //! (A(x_c) - A(gray_c)) / (A(x_c) + A(gray_c)), and of the preferred one.
+//!
+//! A channel whose synthesis found the unit dead has no max image; it is stood for by a uniform
+//! field of the synthesis' start colour (the dataset mean in that channel, 0 in the others).
 
 use serde::Serialize;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::measure::{measure, Both, Responses};
 use super::params::ProbeParams;
 use super::stack;
-use super::stimuli::{grayscale, move_channel};
+use super::stimuli::{grayscale, move_channel, uniform};
 use super::tuning::{argmax, selectivity_index};
 use crate::error::Result;
 use crate::models::Network;
+use crate::synthesis::DATASET_MEAN;
 
 pub const CHANNELS: [&str; 3] = ["r", "g", "b"];
 
@@ -28,6 +32,13 @@ pub struct Color {
     pub colour_selectivity_index: Both<Option<f64>>,
     /// Per channel r, g, b.
     pub channel_selectivity_index: Both<[Option<f64>; 3]>,
+}
+
+/// The stand-in for a dead channel's max image: [3, S, S].
+pub fn dead_channel_image(channel: usize, size: i64, device: Device) -> Result<Tensor> {
+    let mut colour = [0.0; 3];
+    colour[channel] = f64::from(DATASET_MEAN[channel]);
+    Ok(uniform(&[colour], size, device)?.f_squeeze_dim(0)?)
 }
 
 /// Stimulus labels in order.

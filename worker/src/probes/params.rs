@@ -62,8 +62,9 @@ impl Default for ProbeParams {
 }
 
 impl ProbeParams {
-    /// Checks every bound for images of `size` x `size`; the first violation names its flag.
-    pub fn validate(&self, size: i64) -> Result<()> {
+    /// Checks every bound that does not depend on the image size; the first violation names
+    /// its flag. `check_frequencies` adds the one that does.
+    pub fn validate(&self) -> Result<()> {
         let bad = WorkerError::bad;
         check_increasing("--zoom-factors", &self.zoom_factors)?;
         if let Some(z) = self.zoom_factors.iter().find(|z| **z <= 0.0) {
@@ -83,18 +84,10 @@ impl ProbeParams {
         check_increasing("--orientations", &self.orientations)?;
         check_within_turn("--orientations", &self.orientations, 180.0)?;
         check_increasing("--frequencies", &self.frequencies)?;
-        let nyquist = size as f64 / 2.0;
-        if let Some(f) = self
-            .frequencies
-            .iter()
-            .find(|f| **f <= 0.0 || **f >= nyquist)
-        {
+        if let Some(f) = self.frequencies.iter().find(|f| **f <= 0.0) {
             return Err(bad(
                 "--frequencies",
-                format!(
-                    "{f} cycles per image is outside (0, {nyquist}) for {size} px images \
-                     (the upper bound is the Nyquist limit)"
-                ),
+                format!("{f} cycles per image must be > 0"),
             ));
         }
         if self.phases == 0 {
@@ -116,6 +109,21 @@ impl ProbeParams {
             return Err(bad("--probe-batch", "use at least 1".to_string()));
         }
         Ok(())
+    }
+
+    /// Grating frequencies must stay below the Nyquist limit of `size` px images.
+    pub fn check_frequencies(&self, size: i64) -> Result<()> {
+        let nyquist = size as f64 / 2.0;
+        match self.frequencies.iter().find(|f| **f >= nyquist) {
+            Some(f) => Err(WorkerError::bad(
+                "--frequencies",
+                format!(
+                    "{f} cycles per image is not below the Nyquist limit of {nyquist} for \
+                     {size} px images; leave it out or use larger images"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -224,9 +232,10 @@ mod tests {
         assert_eq!(p.angles.len(), 24);
         assert_eq!(p.orientations.len(), 12);
         assert!(p.frequencies.len() >= 6);
-        p.validate(224).unwrap();
+        p.validate().unwrap();
+        p.check_frequencies(224).unwrap();
         // 64 cycles per image is above Nyquist at 64 px
-        assert!(p.validate(64).is_err());
+        assert!(p.check_frequencies(64).is_err());
         let zero_zoom = ProbeParams {
             zoom_factors: vec![0.0, 1.0],
             ..ProbeParams::default()
@@ -240,6 +249,6 @@ mod tests {
             angles: vec![0.0, 180.0, 360.0],
             ..ProbeParams::default()
         };
-        assert!(full_turn.validate(224).is_err());
+        assert!(full_turn.validate().is_err());
     }
 }

@@ -1,0 +1,530 @@
+//! `vephys-worker characterize`: the whole experiment for filters of a layer. Per batch of
+//! filters: the full-colour max images and (for the color probe) the R-, G- and B-only ones,
+//! then every requested probe; grating and hue stimuli are shared, so they run once for all
+//! filters up front. Writes per filter, into `--out`:
+//!
+//! - `filter_NNNN.png`: the max image (absent for a dead unit), and `r|g|b/filter_NNNN.png`
+//!   the single-colour ones with a small JSON each (so `probe --images OUT` works too);
+//! - `filter_NNNN.json`: synthesis outcomes, every curve and derived number, parameters,
+//!   provenance and timings;
+//! - `filter_NNNN_tuning.png`: the max image beside its tuning curves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use tch::Tensor;
+use vephys_worker::filters::parse_filters;
+use vephys_worker::image_io::{png_bytes, write_atomic};
+use vephys_worker::models::Network;
+use vephys_worker::plot::{figure, Panel};
+use vephys_worker::probes::{
+    baseline, color, grating, hue, rotation, zoom, Curve, ProbeKind, ProbeParams, ProbeResult,
+};
+use vephys_worker::provenance::Provenance;
+use vephys_worker::synthesis::{synthesize, ColorMode, Status, SynthOutcome, SynthParams};
+
+use super::probe::{check_out_dir, params_hash, ProbeFlags};
+use super::ModelArgs;
+
+#[derive(Args)]
+pub struct CharacterizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+
+    /// Layer whose filters to characterize (name or alias; see `vephys-worker layers`)
+    #[arg(long, env = "VEPHYS_LAYER")]
+    layer: String,
+
+    /// Filters: `all`, a list and/or ranges (`0-15,40`)
+    #[arg(long, env = "VEPHYS_FILTERS")]
+    filters: String,
+
+    /// Output directory (created if missing; files for the same filters are replaced)
+    #[arg(long, env = "VEPHYS_OUT")]
+    out: PathBuf,
+
+    /// Probes to run, comma-separated
+    #[arg(long, env = "VEPHYS_PROBES", value_enum, value_delimiter = ',', default_values_t = ProbeKind::ALL)]
+    probes: Vec<ProbeKind>,
+
+    /// Gradient-ascent steps per max image
+    #[arg(long, env = "VEPHYS_STEPS", allow_negative_numbers = true, default_value_t = SynthParams::default().steps)]
+    steps: i64,
+
+    /// Image side in pixels (max images and every stimulus)
+    #[arg(long, env = "VEPHYS_SIZE", allow_negative_numbers = true, default_value_t = SynthParams::default().size)]
+    size: i64,
+
+    /// Step size in pixel units (the gradient is normalised to unit RMS per image)
+    #[arg(long, env = "VEPHYS_LR", allow_negative_numbers = true, default_value_t = SynthParams::default().lr)]
+    lr: f64,
+
+    /// L2 decay toward the mean colour per step
+    #[arg(long, env = "VEPHYS_DECAY", allow_negative_numbers = true, default_value_t = SynthParams::default().decay)]
+    decay: f64,
+
+    /// Gaussian blur std in pixels (0: off)
+    #[arg(long, env = "VEPHYS_BLUR_SIGMA", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_sigma)]
+    blur_sigma: f64,
+
+    /// Blur every N steps (0: off)
+    #[arg(long, env = "VEPHYS_BLUR_EVERY", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_every)]
+    blur_every: i64,
+
+    /// Random seed of synthesis
+    #[arg(long, env = "VEPHYS_SEED", default_value_t = SynthParams::default().seed)]
+    seed: u64,
+
+    /// Std of the start noise around the mean colour
+    #[arg(long, env = "VEPHYS_INIT_STD", allow_negative_numbers = true, default_value_t = SynthParams::default().init_std)]
+    init_std: f64,
+
+    /// Filters synthesized and probed together
+    #[arg(long, env = "VEPHYS_BATCH", default_value_t = 16)]
+    batch: usize,
+
+    #[command(flatten)]
+    params: ProbeFlags,
+
+    /// Print a JSON summary on stdout instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+impl CharacterizeArgs {
+    fn synth_params(&self, color: ColorMode) -> SynthParams {
+        SynthParams {
+            steps: self.steps,
+            size: self.size,
+            lr: self.lr,
+            decay: self.decay,
+            blur_sigma: self.blur_sigma,
+            blur_every: self.blur_every,
+            color,
+            seed: self.seed,
+            init_std: self.init_std,
+            ..SynthParams::default()
+        }
+    }
+}
+
+/// Everything one call needs, checked.
+struct Plan {
+    net: Network,
+    layer: usize,
+    layer_name: String,
+    filters: Vec<i64>,
+    probes: Vec<ProbeKind>,
+    synth: SynthParams,
+    params: ProbeParams,
+    provenance: Provenance,
+}
+
+impl Plan {
+    fn wants(&self, kind: ProbeKind) -> bool {
+        self.probes.contains(&kind)
+    }
+}
+
+pub fn run(args: CharacterizeArgs) -> Result<()> {
+    let plan = plan(&args)?;
+    let colours = if plan.wants(ProbeKind::Color) { 4 } else { 1 };
+    let bar = ProgressBar::new(plan.filters.len() as u64 * plan.synth.steps as u64 * colours)
+        .with_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} image-steps eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+    bar.set_message(format!("{} {}", plan.net.name(), plan.layer_name));
+
+    let started = Instant::now();
+    let mut shared = shared_probes(&plan)?;
+    let shared_seconds = started.elapsed().as_secs_f64() / plan.filters.len() as f64;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("create output directory {}", args.out.display()))?;
+    if plan.wants(ProbeKind::Color) {
+        for c in color::CHANNELS {
+            std::fs::create_dir_all(args.out.join(c))
+                .with_context(|| format!("create {}", args.out.join(c).display()))?;
+        }
+    }
+    let mut summary = Vec::new();
+    for chunk in plan.filters.chunks(args.batch) {
+        let tick = &mut || bar.inc(chunk.len() as u64);
+        let rgb = synthesize(&plan.net, plan.layer, chunk, &plan.synth, tick)?;
+        let single = if plan.wants(ProbeKind::Color) {
+            let mut runs = Vec::with_capacity(3);
+            for mode in [ColorMode::R, ColorMode::G, ColorMode::B] {
+                let p = SynthParams {
+                    color: mode,
+                    ..plan.synth.clone()
+                };
+                runs.push(synthesize(&plan.net, plan.layer, chunk, &p, tick)?);
+            }
+            Some(runs)
+        } else {
+            None
+        };
+        let probe_start = Instant::now();
+        let mut results = image_probes(&plan, &rgb, single.as_deref())?;
+        let probe_seconds = probe_start.elapsed().as_secs_f64() / chunk.len() as f64;
+        for (i, outcome) in rgb.iter().enumerate() {
+            let f = outcome.filter;
+            let mut probes = results.remove(&f).unwrap_or_default();
+            probes.extend(shared.remove(&f).unwrap_or_default());
+            let singles: Option<Vec<&SynthOutcome>> = single
+                .as_ref()
+                .map(|runs| runs.iter().map(|r| &r[i]).collect());
+            let timings = json!({
+                "synthesis_seconds": outcome.seconds * colours as f64,
+                "probe_seconds": probe_seconds + shared_seconds,
+            });
+            let doc = write_filter(
+                &args.out,
+                &plan,
+                outcome,
+                singles.as_deref(),
+                &probes,
+                timings,
+            )?;
+            summary.push(doc);
+        }
+    }
+    bar.finish_and_clear();
+    print_summary(&args, &plan, &summary)
+}
+
+/// Checks every input before anything is computed or written.
+fn plan(args: &CharacterizeArgs) -> Result<Plan> {
+    let synth = args.synth_params(ColorMode::Rgb);
+    synth.validate()?;
+    if args.batch == 0 {
+        anyhow::bail!("bad value for --batch: 0; use at least 1");
+    }
+    let mut probes = Vec::new();
+    for p in &args.probes {
+        if !probes.contains(p) {
+            probes.push(*p);
+        }
+    }
+    if probes.is_empty() {
+        anyhow::bail!("bad value for --probes: the list is empty; name at least one probe");
+    }
+    let params = args.params.params()?;
+    if probes.contains(&ProbeKind::Grating) {
+        params.check_frequencies(synth.size)?;
+    }
+    check_out_dir(&args.out)?;
+    let net = args.model.load()?;
+    let layer = net.layer_index(&args.layer)?;
+    let shape = net.check_size(layer, synth.size)?;
+    let filters = parse_filters(&args.filters, shape.channels, &shape.name)?;
+    let provenance = Provenance::of(&net);
+    Ok(Plan {
+        net,
+        layer,
+        layer_name: shape.name,
+        filters,
+        probes,
+        synth,
+        params,
+        provenance,
+    })
+}
+
+type ByFilter = BTreeMap<i64, Vec<ProbeResult>>;
+
+/// Grating and hue results of every filter (the stimuli are the same for all).
+fn shared_probes(plan: &Plan) -> Result<ByFilter> {
+    let (net, layer, size, p) = (&plan.net, plan.layer, plan.synth.size, &plan.params);
+    let mut out = ByFilter::new();
+    if plan.wants(ProbeKind::Grating) {
+        let results = grating::run(net, layer, &plan.filters, size, p)?;
+        for (f, r) in plan.filters.iter().zip(results) {
+            out.entry(*f).or_default().push(ProbeResult::Grating(r));
+        }
+    }
+    if plan.wants(ProbeKind::Hue) {
+        let results = hue::run(net, layer, &plan.filters, size, p)?;
+        for (f, r) in plan.filters.iter().zip(results) {
+            out.entry(*f).or_default().push(ProbeResult::Hue(r));
+        }
+    }
+    Ok(out)
+}
+
+/// The probes that start from max images, for the live filters of one batch.
+fn image_probes(
+    plan: &Plan,
+    rgb: &[SynthOutcome],
+    single: Option<&[Vec<SynthOutcome>]>,
+) -> Result<ByFilter> {
+    let (net, layer, p) = (&plan.net, plan.layer, &plan.params);
+    let live: Vec<usize> = (0..rgb.len())
+        .filter(|i| rgb[*i].status == Status::Ok)
+        .collect();
+    let filters: Vec<i64> = live.iter().map(|i| rgb[*i].filter).collect();
+    let images: Vec<Tensor> = live.iter().map(|i| rgb[*i].image.shallow_clone()).collect();
+    let mut out = ByFilter::new();
+    if filters.is_empty() {
+        return Ok(out);
+    }
+    let mut add = |results: Vec<ProbeResult>| {
+        for (f, r) in filters.iter().zip(results) {
+            out.entry(*f).or_default().push(r);
+        }
+    };
+    if plan.wants(ProbeKind::Baseline) {
+        add(baseline::run(net, layer, &filters, &images, p)?
+            .into_iter()
+            .map(ProbeResult::Baseline)
+            .collect());
+    }
+    if plan.wants(ProbeKind::Zoom) {
+        add(zoom::run(net, layer, &filters, &images, p)?
+            .into_iter()
+            .map(ProbeResult::Zoom)
+            .collect());
+    }
+    if plan.wants(ProbeKind::Rotation) {
+        add(rotation::run(net, layer, &filters, &images, p)?
+            .into_iter()
+            .map(ProbeResult::Rotation)
+            .collect());
+    }
+    if let Some(runs) = single {
+        let mut triples = Vec::with_capacity(live.len());
+        for &i in &live {
+            let mut triple = Vec::with_capacity(3);
+            for (c, run) in runs.iter().enumerate() {
+                triple.push(match run[i].status {
+                    Status::Ok => run[i].image.shallow_clone(),
+                    Status::Dead => {
+                        color::dead_channel_image(c, plan.synth.size, tch::Device::Cpu)?
+                    }
+                });
+            }
+            let [r, g, b]: [Tensor; 3] = triple.try_into().expect("three channels");
+            triples.push([r, g, b]);
+        }
+        add(color::run(net, layer, &filters, &triples, p)?
+            .into_iter()
+            .map(ProbeResult::Color)
+            .collect());
+    }
+    Ok(out)
+}
+
+/// Writes one filter's images, JSON and figure; returns its summary line as JSON.
+fn write_filter(
+    out: &Path,
+    plan: &Plan,
+    rgb: &SynthOutcome,
+    single: Option<&[&SynthOutcome]>,
+    probes: &[ProbeResult],
+    timings: Value,
+) -> Result<Value> {
+    let f = rgb.filter;
+    let stem = format!("filter_{f:04}");
+    let image = write_image(out, &stem, rgb)?;
+    let mut synthesis = json!({ "rgb": outcome_json(rgb, image.clone()) });
+    if let Some(single) = single {
+        for (c, outcome) in color::CHANNELS.iter().zip(single) {
+            let dir = out.join(c);
+            let png = write_image(&dir, &stem, outcome)?;
+            let params = SynthParams {
+                color: channel_mode(c),
+                ..plan.synth.clone()
+            };
+            let side = json!({
+                "model": plan.net.name(), "layer": plan.layer_name, "filter": f, "color": c,
+                "status": outcome.status, "image": png,
+                "max_activity": outcome.max_activity, "mean_activity": outcome.mean_activity,
+                "params": params, "params_hash": params.hash(),
+            });
+            write_atomic(
+                &dir.join(format!("{stem}.json")),
+                serde_json::to_string_pretty(&side)?.as_bytes(),
+            )?;
+            synthesis[*c] = outcome_json(outcome, png.map(|p| format!("{c}/{p}")));
+        }
+    }
+    let mut by_probe = serde_json::Map::new();
+    for result in probes {
+        let mut v = serde_json::to_value(result)?;
+        let name = v["probe"].as_str().unwrap_or_default().to_string();
+        v.as_object_mut().map(|o| o.remove("probe"));
+        by_probe.insert(name, v);
+    }
+    let figure_name = if rgb.status == Status::Ok {
+        let title = format!("{} {} #{f}", plan.net.name(), plan.layer_name);
+        write_atomic(
+            &out.join(format!("{stem}_tuning.png")),
+            &figure(&title, &rgb.image, &panels(probes))?,
+        )?;
+        Some(format!("{stem}_tuning.png"))
+    } else {
+        None
+    };
+    let params = json!({ "synthesis": plan.synth, "probes": plan.params });
+    let doc = json!({
+        "model": plan.net.name(),
+        "layer": plan.layer_name,
+        "filter": f,
+        "status": rgb.status,
+        "image": image,
+        "figure": figure_name,
+        "synthesis": synthesis,
+        "probes": by_probe,
+        "params": params,
+        "params_hash": params_hash(&params),
+        "seed": plan.synth.seed,
+        "weights_sha256": plan.provenance.weights_sha256,
+        "device": plan.provenance.device,
+        "versions": plan.provenance.versions,
+        "host": plan.provenance.host,
+        "timings": timings,
+    });
+    write_atomic(
+        &out.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
+    Ok(json!({
+        "filter": f,
+        "status": rgb.status,
+        "max_activity": rgb.max_activity,
+        "mean_activity": rgb.mean_activity,
+        "json": format!("{stem}.json"),
+        "figure": doc["figure"],
+    }))
+}
+
+fn channel_mode(c: &str) -> ColorMode {
+    match c {
+        "r" => ColorMode::R,
+        "g" => ColorMode::G,
+        _ => ColorMode::B,
+    }
+}
+
+/// Writes `dir/stem.png` for a live unit (removing a stale one for a dead unit); its file name.
+fn write_image(dir: &Path, stem: &str, outcome: &SynthOutcome) -> Result<Option<String>> {
+    let name = format!("{stem}.png");
+    if outcome.status == Status::Dead {
+        match std::fs::remove_file(dir.join(&name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => return Ok(None),
+        }
+    }
+    write_atomic(&dir.join(&name), &png_bytes(&outcome.image)?)?;
+    Ok(Some(name))
+}
+
+fn outcome_json(o: &SynthOutcome, image: Option<String>) -> Value {
+    json!({
+        "status": o.status,
+        "image": image,
+        "max_activity": o.max_activity,
+        "mean_activity": o.mean_activity,
+        "objective_trajectory": o.trajectory,
+    })
+}
+
+/// One figure panel per curve, in probe order.
+fn panels(results: &[ProbeResult]) -> Vec<Panel> {
+    let curve = |title: &str, c: &Curve, log_x: bool| Panel::Curve {
+        title: title.to_string(),
+        x: c.values.clone(),
+        log_x,
+        mean: c.responses.mean.clone(),
+        max: c.responses.max.clone(),
+    };
+    let mut panels = Vec::new();
+    for result in results {
+        match result {
+            ProbeResult::Baseline(b) => panels.push(Panel::Bars {
+                title: "baseline".into(),
+                colours: vec![
+                    [31, 119, 180],
+                    [120, 170, 210],
+                    [128, 128, 128],
+                    [215, 215, 215],
+                    [150, 110, 80],
+                ],
+                groups: vec![
+                    "max".into(),
+                    "aper".into(),
+                    "gray".into(),
+                    "white".into(),
+                    "noise".into(),
+                ],
+                mean: b.responses.mean.clone(),
+                max: b.responses.max.clone(),
+            }),
+            ProbeResult::Zoom(z) => panels.push(curve("zoom factor", &z.curve, true)),
+            ProbeResult::Rotation(r) => panels.push(curve("rotation (deg)", &r.curve, false)),
+            ProbeResult::Color(c) => panels.push(Panel::Bars {
+                title: "color: own, moved, gray".into(),
+                colours: color_bar_colours(),
+                groups: vec!["R img".into(), "G img".into(), "B img".into()],
+                mean: c.responses.mean.clone(),
+                max: c.responses.max.clone(),
+            }),
+            ProbeResult::Grating(g) => {
+                panels.push(curve("grating orientation", &g.orientation, false));
+                panels.push(curve("grating cycles/image", &g.frequency, true));
+            }
+            ProbeResult::Hue(h) => panels.push(curve("hue (deg)", &h.curve, false)),
+        }
+    }
+    panels
+}
+
+/// Each colour-probe bar in the colour its stimulus shows: the channel it is in, gray last.
+fn color_bar_colours() -> Vec<[u8; 3]> {
+    let pure = [[214, 39, 40], [44, 160, 44], [31, 119, 180]];
+    let mut colours = Vec::with_capacity(12);
+    for c in 0..3 {
+        colours.push(pure[c]);
+        for d in (0..3).filter(|d| *d != c) {
+            colours.push(pure[d]);
+        }
+        colours.push([128, 128, 128]);
+    }
+    colours
+}
+
+fn print_summary(args: &CharacterizeArgs, plan: &Plan, summary: &[Value]) -> Result<()> {
+    if args.json {
+        let doc = json!({
+            "model": plan.net.name(),
+            "layer": plan.layer_name,
+            "out": args.out,
+            "probes": plan.probes,
+            "filters": summary,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "{:>6} {:>6} {:>12} {:>12}  figure",
+        "filter", "status", "max", "mean"
+    );
+    for s in summary {
+        println!(
+            "{:>6} {:>6} {:>12.4} {:>12.4}  {}",
+            s["filter"],
+            s["status"].as_str().unwrap_or(""),
+            s["max_activity"].as_f64().unwrap_or(f64::NAN),
+            s["mean_activity"].as_f64().unwrap_or(f64::NAN),
+            s["figure"].as_str().unwrap_or("-"),
+        );
+    }
+    eprintln!("wrote {} filters to {}", summary.len(), args.out.display());
+    Ok(())
+}
