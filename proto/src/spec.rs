@@ -200,7 +200,9 @@ impl Filters {
                 ));
             }
             if start >= end {
-                return Err(format!("range {start}..{end} is empty; write it as start..end with start < end"));
+                return Err(format!(
+                    "range {start}..{end} is empty; write it as start..end with start < end"
+                ));
             }
             selected.extend(start..end);
         }
@@ -371,16 +373,28 @@ impl CampaignSpec {
     /// Checks everything that does not need the model registry.
     pub fn check(&self) -> Result<(), SpecError> {
         if self.name.trim().is_empty() {
-            return Err(SpecError::new("name", "must not be empty; name the campaign"));
+            return Err(SpecError::new(
+                "name",
+                "must not be empty; name the campaign",
+            ));
         }
         if self.model.trim().is_empty() {
-            return Err(SpecError::new("model", "must not be empty; name a registered model"));
+            return Err(SpecError::new(
+                "model",
+                "must not be empty; name a registered model",
+            ));
         }
         if self.layers.is_empty() {
-            return Err(SpecError::new("layers", "no layers given; list at least one layer name"));
+            return Err(SpecError::new(
+                "layers",
+                "no layers given; list at least one layer name",
+            ));
         }
         if self.probes.is_empty() {
-            return Err(SpecError::new("probes", "no probes given; use at least [\"synthesis\"]"));
+            return Err(SpecError::new(
+                "probes",
+                "no probes given; use at least [\"synthesis\"]",
+            ));
         }
         if !(1..=100).contains(&self.max_attempts) {
             return Err(out_of("max_attempts", self.max_attempts, "1..=100"));
@@ -393,12 +407,19 @@ impl CampaignSpec {
             return Err(out_of("synthesis.lr", s.lr, "(0, 100]"));
         }
         if s.image_size != 0 && !(8..=4096).contains(&s.image_size) {
-            return Err(out_of("synthesis.image_size", s.image_size, "8..=4096 (or 0 for the model's input size)"));
+            return Err(out_of(
+                "synthesis.image_size",
+                s.image_size,
+                "8..=4096 (or 0 for the model's input size)",
+            ));
         }
         if !["channel", "unit", "layer"].contains(&s.objective.as_str()) {
             return Err(SpecError::new(
                 "synthesis.objective",
-                format!("unknown objective `{}`; use channel, unit or layer", s.objective),
+                format!(
+                    "unknown objective `{}`; use channel, unit or layer",
+                    s.objective
+                ),
             ));
         }
         if !(0.0..1.0).contains(&s.decay) {
@@ -411,12 +432,24 @@ impl CampaignSpec {
             return Err(out_of("synthesis.batch_size", s.batch_size, "1..=4096"));
         }
         if !(0.0..=1.0).contains(&self.baseline.noise_std) {
-            return Err(out_of("baseline.noise_std", self.baseline.noise_std, "[0, 1]"));
+            return Err(out_of(
+                "baseline.noise_std",
+                self.baseline.noise_std,
+                "[0, 1]",
+            ));
         }
         if self.zoom.factors.is_empty() {
-            return Err(SpecError::new("zoom.factors", "is empty; give at least one zoom factor"));
+            return Err(SpecError::new(
+                "zoom.factors",
+                "is empty; give at least one zoom factor",
+            ));
         }
-        if let Some(z) = self.zoom.factors.iter().find(|z| !(**z > 0.0 && **z <= 64.0)) {
+        if let Some(z) = self
+            .zoom
+            .factors
+            .iter()
+            .find(|z| !(**z > 0.0 && **z <= 64.0))
+        {
             return Err(out_of("zoom.factors", z, "(0, 64]"));
         }
         if !["mean", "tile"].contains(&self.zoom.fill.as_str()) {
@@ -445,7 +478,11 @@ impl CampaignSpec {
                 "is empty; give at least one frequency in cycles per image",
             ));
         }
-        if let Some(f) = g.spatial_frequencies.iter().find(|f| !(**f > 0.0 && **f <= 1024.0)) {
+        if let Some(f) = g
+            .spatial_frequencies
+            .iter()
+            .find(|f| !(**f > 0.0 && **f <= 1024.0))
+        {
             return Err(out_of("grating.spatial_frequencies", f, "(0, 1024]"));
         }
         if !(1..=3600).contains(&self.hue.steps) {
@@ -456,12 +493,17 @@ impl CampaignSpec {
 }
 
 fn out_of(field: &str, value: impl fmt::Display, range: &str) -> SpecError {
-    SpecError::new(field, format!("{value} is out of bounds; use a value in {range}"))
+    SpecError::new(
+        field,
+        format!("{value} is out of bounds; use a value in {range}"),
+    )
 }
 
 /// The key on the line where a TOML parse error starts, for naming the field at fault.
 fn key_at(text: &str, offset: usize) -> String {
-    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((key, _)) => key.trim().to_string(),
