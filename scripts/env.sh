@@ -1,6 +1,6 @@
 # Sourced by the other scripts: where vephys keeps its caches and how to find libtorch.
 # Everything lives outside the clone so repeat runs are fast; nothing here assumes it exists.
-export VEPHYS_CACHE="${VEPHYS_CACHE:-$HOME/.cache/vephys}"
+export VEPHYS_CACHE="${VEPHYS_CACHE:-${HOME:-/root}/.cache/vephys}"
 export VEPHYS_VENV="${VEPHYS_VENV:-$VEPHYS_CACHE/venv}"
 export VEPHYS_WEIGHTS_DIR="${VEPHYS_WEIGHTS_DIR:-$VEPHYS_CACHE/weights}"
 export VEPHYS_FIXTURES="${VEPHYS_FIXTURES:-$VEPHYS_CACHE/fixtures}"
