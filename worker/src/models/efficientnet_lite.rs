@@ -8,7 +8,8 @@
 use tch::{nn, Tensor};
 
 use super::ops::{
-    Activation, BatchNorm, Chain, Conv2d, ConvConfig, Linear, Op, OpResult, Padding, PoolLinear,
+    Activation, BatchNorm, Chain, Conv2d, ConvBn, ConvConfig, Linear, Op, OpResult, Padding,
+    PoolLinear,
 };
 use super::{InputNorm, Stage};
 
@@ -30,18 +31,26 @@ pub const INPUT: InputNorm = InputNorm::Affine {
     shift: -127.0 / 128.0,
 };
 
-fn conv(p: &nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64) -> Box<dyn Op> {
+/// A SAME-padded, bias-free convolution and its batch norm, run as one folded convolution.
+fn conv_bn(
+    conv: nn::Path,
+    bn: nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    stride: i64,
+    groups: i64,
+) -> Box<dyn Op> {
     let cfg = ConvConfig {
         stride,
         padding: Padding::Same,
         groups,
         bias: false,
     };
-    Box::new(Conv2d::new(p, cin, cout, k, cfg))
-}
-
-fn bn(p: &nn::Path, c: i64) -> Box<dyn Op> {
-    Box::new(BatchNorm::new(p, c, BN_EPS))
+    Box::new(ConvBn {
+        conv: Conv2d::new(&conv, cin, cout, k, cfg),
+        bn: BatchNorm::new(&bn, cout, BN_EPS),
+    })
 }
 
 /// Inverted residual block: 1x1 expand, kxk depthwise, 1x1 project, identity skip when shapes
@@ -56,15 +65,20 @@ impl MbConv {
         let mid = cin * expand;
         let mut ops: Vec<Box<dyn Op>> = Vec::new();
         if expand != 1 {
-            ops.push(conv(&(p / "_expand_conv"), cin, mid, 1, 1, 1));
-            ops.push(bn(&(p / "_bn0"), mid));
+            ops.push(conv_bn(p / "_expand_conv", p / "_bn0", cin, mid, 1, 1, 1));
             ops.push(Box::new(Activation::Relu6));
         }
-        ops.push(conv(&(p / "_depthwise_conv"), mid, mid, k, stride, mid));
-        ops.push(bn(&(p / "_bn1"), mid));
+        ops.push(conv_bn(
+            p / "_depthwise_conv",
+            p / "_bn1",
+            mid,
+            mid,
+            k,
+            stride,
+            mid,
+        ));
         ops.push(Box::new(Activation::Relu6));
-        ops.push(conv(&(p / "_project_conv"), mid, cout, 1, 1, 1));
-        ops.push(bn(&(p / "_bn2"), cout));
+        ops.push(conv_bn(p / "_project_conv", p / "_bn2", mid, cout, 1, 1, 1));
         MbConv {
             body: Chain(ops),
             skip: stride == 1 && cin == cout,
@@ -88,8 +102,7 @@ pub fn efficientnet_lite0(p: &nn::Path) -> Vec<Stage> {
         "stem",
         &[],
         Chain(vec![
-            conv(&(p / "_conv_stem"), 3, 32, 3, 2, 1),
-            bn(&(p / "_bn0"), 32),
+            conv_bn(p / "_conv_stem", p / "_bn0", 3, 32, 3, 2, 1),
             Box::new(Activation::Relu6),
         ]),
     )];
@@ -107,8 +120,7 @@ pub fn efficientnet_lite0(p: &nn::Path) -> Vec<Stage> {
         "head",
         &[],
         Chain(vec![
-            conv(&(p / "_conv_head"), 320, 1280, 1, 1, 1),
-            bn(&(p / "_bn1"), 1280),
+            conv_bn(p / "_conv_head", p / "_bn1", 320, 1280, 1, 1, 1),
             Box::new(Activation::Relu6),
         ]),
     ));

@@ -66,18 +66,11 @@ impl Conv2d {
     }
 }
 
-impl Op for Conv2d {
-    fn forward(&self, x: &Tensor) -> OpResult {
-        let conv = |x: &Tensor, pad: i64| {
-            x.f_conv2d(
-                &self.weight,
-                self.bias.as_ref(),
-                [self.stride],
-                [pad],
-                [1],
-                self.groups,
-            )
-        };
+impl Conv2d {
+    /// Convolves with explicit weights (its own, or BN-folded ones), honouring the padding.
+    fn convolve(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> OpResult {
+        let conv =
+            |x: &Tensor, pad: i64| x.f_conv2d(weight, bias, [self.stride], [pad], [1], self.groups);
         match self.padding {
             Padding::Fixed(p) => conv(x, p),
             Padding::Same => {
@@ -93,6 +86,12 @@ impl Op for Conv2d {
                 }
             }
         }
+    }
+}
+
+impl Op for Conv2d {
+    fn forward(&self, x: &Tensor) -> OpResult {
+        self.convolve(x, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -130,6 +129,34 @@ impl Op for BatchNorm {
             self.eps,
             true,
         )
+    }
+}
+
+/// A convolution followed by inference-mode batch norm, run as one convolution with the
+/// normalisation folded into its weights: with k = gamma / sqrt(var + eps),
+/// w' = w k (per output channel) and b' = beta + (b - mean) k.
+/// That saves a full pass over the activations forward and backward. The fold is recomputed on
+/// every call: the weights are tiny next to the activations, and the op then always reflects
+/// the current parameters (after a load, or an edit in a test).
+#[derive(Debug)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+impl Op for ConvBn {
+    fn forward(&self, x: &Tensor) -> OpResult {
+        let bn = &self.bn;
+        let k = bn
+            .weight
+            .f_div(&bn.running_var.f_add_scalar(bn.eps)?.f_sqrt()?)?;
+        let weight = self.conv.weight.f_mul(&k.f_view([-1, 1, 1, 1])?)?;
+        let shift = match &self.conv.bias {
+            Some(b) => b.f_sub(&bn.running_mean)?,
+            None => bn.running_mean.f_neg()?,
+        };
+        let bias = bn.bias.f_add(&shift.f_mul(&k)?)?;
+        self.conv.convolve(x, &weight, Some(&bias))
     }
 }
 
