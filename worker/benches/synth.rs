@@ -60,6 +60,7 @@ fn pytorch_rate(case: &Case, device: Device, batch: usize, steps: i64) -> f64 {
             "224",
             &batch.to_string(),
             &steps.to_string(),
+            &device,
         ])
         .output()
         .expect("run python (use scripts/bench.sh so the project's venv is on PATH)");
@@ -79,6 +80,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    let rounds: usize = std::env::var("VEPHYS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let cases = [
         Case {
             model: "vgg19",
