@@ -1,0 +1,707 @@
+//! `vephys`: submit campaigns to a coordinator, follow them, and read their results.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Status};
+use vephys_proto::spec::{CampaignSpec, Filters, Probe};
+use vephys_proto::v1::campaigns_client::CampaignsClient;
+use vephys_proto::v1::*;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vephys",
+    version,
+    about = "virtual electrophysiology on deep vision networks: submit and follow campaigns"
+)]
+struct Cli {
+    /// Coordinator gRPC address (https:// for TLS)
+    #[arg(
+        long,
+        global = true,
+        env = "VEPHYS_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    coordinator: String,
+
+    /// User bearer token (the coordinator's --user-token)
+    #[arg(long, global = true, env = "VEPHYS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// CA certificate (PEM) to trust for an https:// coordinator with a private CA
+    #[arg(long, global = true, env = "VEPHYS_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit a campaign from a TOML spec file, or from flags; resubmitting the same spec adds nothing
+    Submit(SubmitArgs),
+    /// Show one campaign's progress, or list all campaigns
+    Status {
+        /// Campaign id; all campaigns when omitted
+        id: Option<i64>,
+    },
+    /// Follow a campaign with a progress bar per layer and probe until it finishes
+    Watch { id: i64 },
+    /// Cancel a campaign: no new leases, running jobs stop at their next heartbeat
+    Cancel { id: i64 },
+    /// Print a campaign's results
+    Results(ResultsArgs),
+    /// List registered models, or register one
+    Models {
+        #[command(subcommand)]
+        action: Option<ModelsAction>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SubmitArgs {
+    /// Campaign spec (TOML); flags below override its fields
+    file: Option<PathBuf>,
+    /// Campaign name
+    #[arg(long)]
+    name: Option<String>,
+    /// Registered model name
+    #[arg(long)]
+    model: Option<String>,
+    /// Layer names or aliases, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    layers: Vec<String>,
+    /// Filters: all, or indices and half-open ranges, e.g. 0,5,10..20
+    #[arg(long)]
+    filters: Option<String>,
+    /// Probes, comma-separated: synthesis, baseline, zoom, rotation, color, grating, hue
+    #[arg(long, value_delimiter = ',')]
+    probes: Vec<Probe>,
+    /// Synthesis steps
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Attempts per job before it is marked failed
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the spec that would be submitted and exit
+    #[arg(long)]
+    dry_run: bool,
+    /// Follow the campaign after submitting
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ResultsArgs {
+    id: i64,
+    /// Only this layer (canonical name)
+    #[arg(long)]
+    layer: Option<String>,
+    /// Only this filter
+    #[arg(long)]
+    filter: Option<i64>,
+    /// Only this probe
+    #[arg(long)]
+    probe: Option<Probe>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// One row per tuning point (stimulus) instead of one per job
+    #[arg(long)]
+    points: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsAction {
+    /// Register a model from the JSON `vephys-worker layers --model M --json` prints
+    Add { file: PathBuf },
+}
+
+type Client = CampaignsClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer …` to every call when a token is configured.
+#[derive(Clone)]
+struct BearerToken(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A coordinator refusal reads as its message and code, not as a debug dump of the status.
+fn describe(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<Status>() {
+        Some(status) => format!("{} ({:?})", status.message(), status.code()),
+        None => format!("{error:#}"),
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Submit(args) = &cli.command {
+        if args.dry_run {
+            print!("{}", build_spec(args)?.to_toml());
+            return Ok(());
+        }
+    }
+    let mut client = connect(&cli).await?;
+    match cli.command {
+        Command::Submit(args) => submit(&mut client, &args).await,
+        Command::Status { id: Some(id) } => {
+            let campaign = client
+                .get_campaign(GetCampaignRequest { campaign_id: id })
+                .await?
+                .into_inner();
+            print_campaign(&campaign);
+            Ok(())
+        }
+        Command::Status { id: None } => {
+            let list = client
+                .list_campaigns(ListCampaignsRequest {})
+                .await?
+                .into_inner();
+            print_campaign_list(&list.campaigns);
+            Ok(())
+        }
+        Command::Watch { id } => watch(&mut client, id).await,
+        Command::Cancel { id } => {
+            let campaign = client
+                .cancel_campaign(CancelCampaignRequest { campaign_id: id })
+                .await?
+                .into_inner();
+            println!("campaign {} cancelled", campaign.id);
+            print_campaign(&campaign);
+            Ok(())
+        }
+        Command::Results(args) => results(&mut client, &args).await,
+        Command::Models { action: None } => {
+            let models = client
+                .list_models(ListModelsRequest {})
+                .await?
+                .into_inner()
+                .models;
+            print_models(&models);
+            Ok(())
+        }
+        Command::Models {
+            action: Some(ModelsAction::Add { file }),
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let model = model_from_json(&text)
+                .with_context(|| format!("{} is not a model description", file.display()))?;
+            let stored = client
+                .register_model(RegisterModelRequest { model: Some(model) })
+                .await?
+                .into_inner();
+            println!(
+                "registered model {} ({} layers)",
+                stored.name,
+                stored.layers.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Client> {
+    let mut endpoint = Endpoint::from_shared(cli.coordinator.clone()).with_context(|| {
+        format!(
+            "--coordinator `{}` is not a url; use e.g. http://127.0.0.1:7070",
+            cli.coordinator
+        )
+    })?;
+    if cli.coordinator.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = &cli.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {}; is it running? (set --coordinator or VEPHYS_COORDINATOR)", cli.coordinator))?;
+    let token = match &cli.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .context("--token has characters not allowed in a header")?,
+        ),
+        None => None,
+    };
+    Ok(CampaignsClient::with_interceptor(
+        channel,
+        BearerToken(token),
+    ))
+}
+
+/// The spec from the file (if any) with the flags laid over it.
+fn build_spec(args: &SubmitArgs) -> Result<CampaignSpec> {
+    let mut spec = match &args.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            CampaignSpec::from_toml(&text)
+                .with_context(|| format!("{} is not a valid campaign spec", path.display()))?
+        }
+        None => {
+            let (Some(model), false) = (&args.model, args.layers.is_empty()) else {
+                bail!("give a spec file, or at least --model and --layers");
+            };
+            let name = args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{model}-{}", args.layers.join("+")));
+            let minimal = format!("name = {name:?}\nmodel = {model:?}\nlayers = []\n");
+            CampaignSpec::from_toml(&minimal)?
+        }
+    };
+    if let Some(name) = &args.name {
+        spec.name = name.clone();
+    }
+    if let Some(model) = &args.model {
+        spec.model = model.clone();
+    }
+    if !args.layers.is_empty() {
+        spec.layers = args.layers.clone();
+    }
+    if let Some(filters) = &args.filters {
+        spec.filters = Filters::parse(filters);
+    }
+    if !args.probes.is_empty() {
+        spec.probes = args.probes.clone();
+    }
+    if let Some(steps) = args.steps {
+        spec.synthesis.steps = steps;
+    }
+    if let Some(n) = args.max_attempts {
+        spec.max_attempts = n;
+    }
+    if let Some(seed) = args.seed {
+        spec.seed = seed;
+    }
+    spec.check()?;
+    Ok(spec)
+}
+
+async fn submit(client: &mut Client, args: &SubmitArgs) -> Result<()> {
+    let spec = build_spec(args)?;
+    let response = client
+        .submit_campaign(SubmitCampaignRequest {
+            spec_toml: spec.to_toml(),
+        })
+        .await?
+        .into_inner();
+    let campaign = response.campaign.context("coordinator sent no campaign")?;
+    if response.existing {
+        println!(
+            "campaign {} already exists (same spec); {} new jobs",
+            campaign.id, response.jobs_created
+        );
+    } else {
+        println!(
+            "campaign {} submitted: {} jobs",
+            campaign.id, response.jobs_created
+        );
+    }
+    if args.watch {
+        return watch(client, campaign.id).await;
+    }
+    print_campaign(&campaign);
+    Ok(())
+}
+
+async fn watch(client: &mut Client, id: i64) -> Result<()> {
+    let mut stream = client
+        .watch_campaign(GetCampaignRequest { campaign_id: id })
+        .await?
+        .into_inner();
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:<32} [{bar:40}] {pos}/{len} {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let mut by_group: HashMap<(String, String), ProgressBar> = HashMap::new();
+    let mut last = None;
+    while let Some(campaign) = stream.message().await? {
+        for group in &campaign.groups {
+            let counts = group.counts.clone().unwrap_or_default();
+            let bar = by_group
+                .entry((group.layer.clone(), group.probe.clone()))
+                .or_insert_with(|| {
+                    let bar = bars.add(ProgressBar::new(0));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(format!("{} / {}", group.layer, group.probe));
+                    bar
+                });
+            bar.set_length(total(&counts));
+            bar.set_position(counts.succeeded + counts.failed + counts.cancelled);
+            bar.set_message(format!(
+                "{} running, {} failed",
+                counts.leased, counts.failed
+            ));
+        }
+        last = Some(campaign);
+    }
+    for bar in by_group.values() {
+        bar.finish();
+    }
+    if let Some(campaign) = last {
+        println!("campaign {} {}", campaign.id, campaign.state);
+    }
+    Ok(())
+}
+
+async fn results(client: &mut Client, args: &ResultsArgs) -> Result<()> {
+    let request = QueryResultsRequest {
+        campaign_id: args.id,
+        layer: args.layer.clone().unwrap_or_default(),
+        filter: args.filter,
+        probe: args.probe.map(|p| p.to_string()).unwrap_or_default(),
+    };
+    let mut stream = client.query_results(request).await?.into_inner();
+    let mut rows = Vec::new();
+    while let Some(result) = stream.message().await? {
+        rows.push(result);
+    }
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows.iter().map(result_json).collect::<Vec<_>>())?
+        ),
+        Format::Table | Format::Csv => {
+            let (header, lines) = if args.points {
+                point_rows(&rows)
+            } else {
+                job_rows(&rows)
+            };
+            if matches!(args.format, Format::Csv) {
+                print_csv(&header, &lines);
+            } else {
+                print_table(&header, &lines);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn job_rows(rows: &[JobResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec![
+        "job", "layer", "filter", "probe", "max_act", "mean_act", "status", "derived",
+    ];
+    let lines = rows
+        .iter()
+        .map(|r| {
+            let outcome = r.result.clone().unwrap_or_default();
+            vec![
+                r.job_id.to_string(),
+                r.layer.clone(),
+                r.filter.to_string(),
+                r.probe.clone(),
+                format!("{:.6}", outcome.max_act),
+                format!("{:.6}", outcome.mean_act),
+                outcome.status,
+                outcome.derived_json,
+            ]
+        })
+        .collect();
+    (header, lines)
+}
+
+fn point_rows(rows: &[JobResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec![
+        "job", "layer", "filter", "probe", "x", "label", "max_act", "mean_act",
+    ];
+    let mut lines = Vec::new();
+    for r in rows {
+        for p in &r.points {
+            lines.push(vec![
+                r.job_id.to_string(),
+                r.layer.clone(),
+                r.filter.to_string(),
+                p.probe.clone(),
+                p.x.to_string(),
+                p.label.clone().unwrap_or_default(),
+                format!("{:.6}", p.max_act),
+                format!("{:.6}", p.mean_act),
+            ]);
+        }
+    }
+    (header, lines)
+}
+
+fn result_json(r: &JobResult) -> serde_json::Value {
+    let outcome = r.result.clone().unwrap_or_default();
+    let p = outcome.provenance.clone().unwrap_or_default();
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
+    };
+    serde_json::json!({
+        "job_id": r.job_id,
+        "layer": r.layer,
+        "filter": r.filter,
+        "probe": r.probe,
+        "attempt": r.attempt,
+        "max_act": outcome.max_act,
+        "mean_act": outcome.mean_act,
+        "status": outcome.status,
+        "derived": parse(&outcome.derived_json),
+        "provenance": {
+            "weights_sha256": p.weights_sha256,
+            "params": parse(&p.params_json),
+            "params_hash": p.params_hash,
+            "seed": p.seed,
+            "device": p.device,
+            "library_versions": parse(&p.library_versions_json),
+            "worker": p.worker,
+            "duration_ms": p.duration_ms,
+        },
+        "points": r.points.iter().map(|t| serde_json::json!({
+            "probe": t.probe, "x": t.x, "label": t.label, "max_act": t.max_act, "mean_act": t.mean_act,
+        })).collect::<Vec<_>>(),
+        "artifacts": r.artifacts.iter().map(|a| serde_json::json!({
+            "kind": a.kind, "uri": a.uri, "sha256": a.sha256, "bytes": a.bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_table(header: &[&str], lines: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for line in lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    println!("{}", render(header.to_vec()));
+    for line in lines {
+        println!("{}", render(line.iter().map(String::as_str).collect()));
+    }
+}
+
+fn print_csv(header: &[&str], lines: &[Vec<String>]) {
+    println!("{}", csv_line(header.iter().copied()));
+    for line in lines {
+        println!("{}", csv_line(line.iter().map(String::as_str)));
+    }
+}
+
+/// One CSV record (RFC 4180 quoting: derived JSON cells contain commas and quotes).
+fn csv_line<'a>(cells: impl Iterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = cells
+        .map(|cell| {
+            if cell.contains([',', '"', '\n']) {
+                format!("\"{}\"", cell.replace('"', "\"\""))
+            } else {
+                cell.to_string()
+            }
+        })
+        .collect();
+    quoted.join(",")
+}
+
+fn total(c: &JobCounts) -> u64 {
+    c.waiting + c.queued + c.leased + c.succeeded + c.failed + c.cancelled
+}
+
+fn print_campaign(c: &Campaign) {
+    let t = c.totals.clone().unwrap_or_default();
+    println!(
+        "campaign {} `{}` model {}: {}",
+        c.id, c.name, c.model, c.state
+    );
+    println!(
+        "  jobs {}: {} succeeded, {} failed, {} running, {} queued, {} waiting, {} cancelled",
+        total(&t),
+        t.succeeded,
+        t.failed,
+        t.leased,
+        t.queued,
+        t.waiting,
+        t.cancelled
+    );
+    let header = ["layer", "probe", "done", "total", "running", "failed"];
+    let lines: Vec<Vec<String>> = c
+        .groups
+        .iter()
+        .map(|g| {
+            let k = g.counts.clone().unwrap_or_default();
+            vec![
+                g.layer.clone(),
+                g.probe.clone(),
+                k.succeeded.to_string(),
+                total(&k).to_string(),
+                k.leased.to_string(),
+                k.failed.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&header, &lines);
+}
+
+fn print_campaign_list(campaigns: &[Campaign]) {
+    let header = ["id", "name", "model", "state", "done", "total", "failed"];
+    let lines: Vec<Vec<String>> = campaigns
+        .iter()
+        .map(|c| {
+            let t = c.totals.clone().unwrap_or_default();
+            vec![
+                c.id.to_string(),
+                c.name.clone(),
+                c.model.clone(),
+                c.state.clone(),
+                t.succeeded.to_string(),
+                total(&t).to_string(),
+                t.failed.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&header, &lines);
+}
+
+fn print_models(models: &[Model]) {
+    let header = ["model", "architecture", "input", "layers", "weights_sha256"];
+    let lines: Vec<Vec<String>> = models
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.architecture.clone(),
+                m.input_size.to_string(),
+                m.layers.len().to_string(),
+                m.weights_sha256.clone(),
+            ]
+        })
+        .collect();
+    print_table(&header, &lines);
+}
+
+/// The JSON `vephys-worker layers --model M --json` prints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelJson {
+    model: String,
+    architecture: String,
+    input_size: i64,
+    weights_sha256: Option<String>,
+    #[serde(default)]
+    weights_uri: Option<String>,
+    layers: Vec<LayerJson>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerJson {
+    name: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    channels: i64,
+    height: i64,
+    width: i64,
+}
+
+fn model_from_json(text: &str) -> Result<Model> {
+    let m: ModelJson = serde_json::from_str(text)?;
+    Ok(Model {
+        name: m.model,
+        architecture: m.architecture,
+        input_size: m.input_size,
+        weights_sha256: m.weights_sha256.unwrap_or_default(),
+        weights_uri: m.weights_uri.unwrap_or_default(),
+        layers: m
+            .layers
+            .into_iter()
+            .map(|l| Layer {
+                name: l.name,
+                aliases: l.aliases,
+                channels: l.channels,
+                height: l.height,
+                width: l.width,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_layer_json_becomes_a_model() {
+        let text = r#"{"model":"vgg19","architecture":"vgg19","input_size":224,"weights_sha256":null,
+            "layers":[{"name":"block3_pool","aliases":["features.18"],"channels":256,"height":28,"width":28}]}"#;
+        let model = model_from_json(text).unwrap();
+        assert_eq!(model.name, "vgg19");
+        assert_eq!(model.weights_sha256, "");
+        assert_eq!(model.layers[0].aliases, vec!["features.18"]);
+    }
+
+    #[test]
+    fn flags_build_a_spec_without_a_file() {
+        let cli = Cli::parse_from([
+            "vephys",
+            "submit",
+            "--model",
+            "vgg19",
+            "--layers",
+            "block3_pool",
+            "--filters",
+            "0..4",
+            "--probes",
+            "synthesis,zoom",
+        ]);
+        let Command::Submit(args) = cli.command else {
+            panic!("not submit")
+        };
+        let spec = build_spec(&args).unwrap();
+        assert_eq!(spec.probes, vec![Probe::Synthesis, Probe::Zoom]);
+        assert_eq!(spec.filters.resolve(10).unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn csv_quotes_cells_with_commas_and_quotes() {
+        assert_eq!(
+            csv_line(["a", "{\"x\":1,\"y\":2}"].into_iter()),
+            "a,\"{\"\"x\"\":1,\"\"y\"\":2}\""
+        );
+    }
+}
