@@ -1,5 +1,6 @@
 """The plain-PyTorch side of vephys's synthesis benchmark: the same network, layer, batch and
-algorithm (reference.synthesize), timed after one warm-up step. Prints one JSON line.
+algorithm (reference.synthesize). Steady-state rate: the time from the end of the first step to
+the end of the last, as the vephys side measures it. Prints one JSON line.
 
 usage: python bench_synth.py MODEL LAYER WEIGHTS SIZE BATCH STEPS DEVICE
 """
@@ -28,14 +29,17 @@ def main(model, layer, weights, size, batch, steps, device):
     x0 = x0.to(device)
     filters = list(range(batch))
     args = dict(lr=0.05, decay=1e-4, blur_sigma=1.0, blur_every=4, center=MEAN)
-    synthesize(net, layer, filters, x0, 1, **args)  # warm-up
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    synthesize(net, layer, filters, x0, steps, **args)
-    sync()
-    seconds = time.perf_counter() - start
-    print(json.dumps({"image_steps_per_s": batch * steps / seconds, "seconds": seconds,
+    stamps = []
+
+    def on_step():
+        sync()
+        stamps.append(time.perf_counter())
+
+    synthesize(net, layer, filters, x0, steps + 1, on_step=on_step, **args)
+    seconds = stamps[-1] - stamps[0]
+    rate = batch * steps / seconds
+    print(json.dumps({"image_steps_per_s": rate, "seconds": seconds,
                       "threads": torch.get_num_threads()}))
 
 

@@ -155,7 +155,8 @@ def gaussian_blur(x, sigma):
     return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def synthesize(model, layer, filters, x0, steps, lr, decay, blur_sigma, blur_every, center):
+def synthesize(model, layer, filters, x0, steps, lr, decay, blur_sigma, blur_every, center,
+               on_step=None):
     """Channel-objective gradient ascent exactly as vephys does it (DESIGN.md section 1)."""
     x = x0.clone()
     idx = torch.tensor(filters, device=x.device)
@@ -174,4 +175,6 @@ def synthesize(model, layer, filters, x0, steps, lr, decay, blur_sigma, blur_eve
             if blur_every > 0 and (step + 1) % blur_every == 0:
                 x = gaussian_blur(x, blur_sigma)
             x = x.clamp(0.0, 1.0)
+        if on_step is not None:
+            on_step()
     return x.detach()

@@ -28,21 +28,25 @@ fn env_dir(var: &str, default: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(default))
 }
 
+/// Steady-state image-steps/s: from the end of the first step to the end of the last (both
+/// sides exclude start-up, the first step's kernel selection, and vephys's final measurement).
 fn vephys_rate(net: &Network, layer: &str, batch: usize, steps: i64) -> f64 {
     let layer = net.layer_index(layer).unwrap();
     let filters: Vec<i64> = (0..batch as i64).collect();
-    let warm = SynthParams {
-        steps: 1,
-        ..SynthParams::default()
-    };
-    synthesize(net, layer, &filters, &warm, &mut || {}).unwrap();
     let params = SynthParams {
-        steps,
+        steps: steps + 1,
         ..SynthParams::default()
     };
-    let start = Instant::now();
-    synthesize(net, layer, &filters, &params, &mut || {}).unwrap();
-    (batch as f64 * steps as f64) / start.elapsed().as_secs_f64()
+    let mut stamps = Vec::new();
+    synthesize(net, layer, &filters, &params, &mut || {
+        if let Device::Cuda(n) = net.device() {
+            tch::Cuda::synchronize(n as i64);
+        }
+        stamps.push(Instant::now())
+    })
+    .unwrap();
+    let seconds = (stamps[stamps.len() - 1] - stamps[0]).as_secs_f64();
+    (batch as f64 * steps as f64) / seconds
 }
 
 fn pytorch_rate(case: &Case, device: Device, batch: usize, steps: i64) -> f64 {

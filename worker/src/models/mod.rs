@@ -8,7 +8,9 @@ mod efficientnet_lite;
 pub mod ops;
 mod vgg;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
@@ -73,6 +75,9 @@ pub struct Network {
     input: InputNorm,
     vs: nn::VarStore,
     weights_sha256: Option<String>,
+    /// Layer shapes by input size: a shape probe runs the whole network once, and synthesis
+    /// and probes ask for the same sizes again and again.
+    shapes: Mutex<HashMap<i64, Vec<LayerShape>>>,
 }
 
 impl Network {
@@ -84,17 +89,7 @@ impl Network {
                 known: model_names().join(", "),
             });
         };
-        let mut vs = nn::VarStore::new(device);
-        let stages = build(&vs.root());
-        // Weights are never trained here: no weight gradients, only gradients w.r.t. the image.
-        vs.freeze();
-        Ok(Network {
-            name: name.to_string(),
-            stages,
-            input: *input,
-            vs,
-            weights_sha256: None,
-        })
+        Ok(Network::custom(name, *input, device, build))
     }
 
     /// Builds a network from stages made in code, named `name`: tests and experiments give it
@@ -107,6 +102,7 @@ impl Network {
     ) -> Network {
         let mut vs = nn::VarStore::new(device);
         let stages = build(&vs.root());
+        // Weights are never trained here: no weight gradients, only gradients w.r.t. the image.
         vs.freeze();
         Network {
             name: name.to_string(),
@@ -114,6 +110,7 @@ impl Network {
             input,
             vs,
             weights_sha256: None,
+            shapes: Mutex::default(),
         }
     }
 
@@ -199,6 +196,11 @@ impl Network {
     /// Every layer with its output shape for `size` x `size` input. Layers the image is too
     /// small to reach are left out, so the result is empty for a uselessly small size.
     pub fn layer_shapes(&self, size: i64) -> Vec<LayerShape> {
+        let mut cache = self.shapes.lock().expect("shape cache poisoned");
+        cache.entry(size).or_insert_with(|| self.probe_shapes(size)).clone()
+    }
+
+    fn probe_shapes(&self, size: i64) -> Vec<LayerShape> {
         let _guard = tch::no_grad_guard();
         let mut shapes = Vec::new();
         let Ok(mut h) = Tensor::f_zeros([1, 3, size, size], (Kind::Float, self.device())) else {

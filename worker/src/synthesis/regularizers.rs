@@ -66,7 +66,7 @@ mod tests {
         let out = blur.apply(&flat).unwrap();
         assert!((out - 0.3).abs().max().double_value(&[]) < 1e-6);
 
-        let mut impulse = Tensor::zeros([1, 3, 16, 16], (Kind::Float, tch::Device::Cpu));
+        let impulse = Tensor::zeros([1, 3, 16, 16], (Kind::Float, tch::Device::Cpu));
         let _ = impulse.get(0).get(0).get(8).get(8).fill_(1.0);
         let out = blur.apply(&impulse).unwrap();
         let total = out.get(0).get(0).sum(Kind::Float).double_value(&[]);
