@@ -283,9 +283,7 @@ fn lowest(a: &[f64], b: &[f64]) -> f64 {
 
 /// A number in at most 5 characters.
 fn short(v: f64) -> String {
-    if v == v.round() && v.abs() < 1e5 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
+    if v == v.round() || v.abs() >= 10.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
         format!("{v:.1}")

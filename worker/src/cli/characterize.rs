@@ -246,7 +246,9 @@ fn shared_probes(plan: &Plan) -> Result<ByFilter> {
     if plan.wants(ProbeKind::Grating) {
         let results = grating::run(net, layer, &plan.filters, size, p)?;
         for (f, r) in plan.filters.iter().zip(results) {
-            out.entry(*f).or_default().push(ProbeResult::Grating(r));
+            out.entry(*f)
+                .or_default()
+                .push(ProbeResult::Grating(Box::new(r)));
         }
     }
     if plan.wants(ProbeKind::Hue) {

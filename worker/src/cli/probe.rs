@@ -282,7 +282,7 @@ fn run_probe(
                 ProbeKind::Grating => results.extend(
                     grating::run(net, layer, filters, size, params)?
                         .into_iter()
-                        .map(ProbeResult::Grating),
+                        .map(|g| ProbeResult::Grating(Box::new(g))),
                 ),
                 ProbeKind::Hue => results.extend(
                     hue::run(net, layer, filters, size, params)?

@@ -14,18 +14,6 @@ pub struct Responses {
     pub mean: Vec<f64>,
 }
 
-impl Responses {
-    /// The responses at the given stimulus indices, in that order.
-    pub fn pick(&self, indices: impl IntoIterator<Item = usize>) -> Responses {
-        let mut out = Responses::default();
-        for i in indices {
-            out.max.push(self.max[i]);
-            out.mean.push(self.mean[i]);
-        }
-        out
-    }
-}
-
 /// Responses of every filter of `filters` to every stimulus of `stimuli` ([N, 3, S, S] on the
 /// network's device): one `Responses` per filter.
 pub fn measure(

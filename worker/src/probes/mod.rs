@@ -47,14 +47,6 @@ impl ProbeKind {
         ProbeKind::Hue,
     ];
 
-    /// The probes of the paper (Bandi & Kinley), which start from max images.
-    pub const PAPER: [ProbeKind; 4] = [
-        ProbeKind::Baseline,
-        ProbeKind::Zoom,
-        ProbeKind::Rotation,
-        ProbeKind::Color,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             ProbeKind::Baseline => "baseline",
@@ -95,7 +87,7 @@ pub enum ProbeResult {
     Zoom(zoom::Zoom),
     Rotation(rotation::Rotation),
     Color(color::Color),
-    Grating(grating::Grating),
+    Grating(Box<grating::Grating>),
     Hue(hue::Hue),
 }
 

@@ -241,7 +241,7 @@ mod tests {
             ..ProbeParams::default()
         };
         assert!(zero_zoom
-            .validate(224)
+            .validate()
             .unwrap_err()
             .to_string()
             .contains("> 0"));

@@ -152,9 +152,12 @@ pub fn symmetry_period(angles_deg: &[f64], r: &[f64]) -> Option<f64> {
     let varying: f64 = power[1..].iter().sum();
     let g = (1..=n / 2)
         .rev()
-        .filter(|g| n % g == 0)
+        .filter(|g| n.is_multiple_of(*g))
         .find(|&g| {
-            let held: f64 = (1..n).filter(|h| h % g == 0).map(|h| power[h]).sum();
+            let held: f64 = (1..n)
+                .filter(|h| h.is_multiple_of(g))
+                .map(|h| power[h])
+                .sum();
             held >= SYMMETRY_POWER * varying
         })
         .unwrap_or(1);
