@@ -180,8 +180,9 @@ pub fn run(args: CharacterizeArgs) -> Result<()> {
             let singles: Option<Vec<&SynthOutcome>> = single
                 .as_ref()
                 .map(|runs| runs.iter().map(|r| &r[i]).collect());
+            let single_seconds: f64 = singles.iter().flatten().map(|o| o.seconds).sum();
             let timings = json!({
-                "synthesis_seconds": outcome.seconds * colours as f64,
+                "synthesis_seconds": outcome.seconds + single_seconds,
                 "probe_seconds": probe_seconds + shared_seconds,
             });
             let doc = write_filter(

@@ -9,7 +9,7 @@ use crate::error::{Result, WorkerError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ZoomFill {
-    /// Repeat the shrunk image (the paper's choice for tessellated max images).
+    /// Repeat the shrunk image (suits max images that tessellate, as channel objectives make).
     Tile,
     /// Pad with the dataset's mean colour.
     Pad,
