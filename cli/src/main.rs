@@ -615,9 +615,9 @@ fn print_models(models: &[Model]) {
     print_table(&header, &lines);
 }
 
-/// The JSON `vephys-worker layers --model M --json` prints.
+/// The JSON `vephys-worker layers --model M --json` prints. Keys this CLI does not know are
+/// ignored, so a newer worker's extra fields do not break registration.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ModelJson {
     model: String,
     architecture: String,
@@ -629,7 +629,6 @@ struct ModelJson {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LayerJson {
     name: String,
     #[serde(default)]

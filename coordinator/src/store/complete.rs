@@ -122,7 +122,7 @@ impl Store {
         for (i, job) in jobs.iter().enumerate() {
             check_completion(i, job)?;
         }
-        self.touch_worker(worker_id, now).await?;
+        self.check_worker(worker_id).await?;
 
         let mut tx = self.begin_write().await?;
         let fences = lock_jobs(&mut tx, self.dialect, &ids).await?;

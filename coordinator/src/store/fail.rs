@@ -28,7 +28,7 @@ impl Store {
         }
         let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
         unique_ids("failure report", &ids)?;
-        self.touch_worker(worker_id, now).await?;
+        self.check_worker(worker_id).await?;
 
         let mut tx = self.begin_write().await?;
         let fences = lock_jobs(&mut tx, self.dialect, &ids).await?;

@@ -58,7 +58,7 @@ impl Store {
             ));
         }
         let max_jobs = max_jobs.min(MAX_BATCH);
-        let registered = self.touch_worker(worker_id, now).await?;
+        let registered = self.check_worker(worker_id).await?;
         let preferred = if loaded_models.is_empty() {
             registered
         } else {

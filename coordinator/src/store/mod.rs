@@ -28,7 +28,7 @@ use std::time::Duration;
 
 /// Which SQL dialect a statement is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     Postgres,
     Sqlite,
 }
@@ -93,31 +93,30 @@ impl Store {
     pub async fn open(connect: Connect<'_>, policy: Policy) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = connect.url;
-        let (dialect, url, max_connections) = if url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-        {
-            (Dialect::Postgres, url.to_string(), connect.max_connections)
-        } else if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or(url.strip_prefix("sqlite:"))
-        {
-            // mode=rwc creates the file on first start, which is what a first-time user wants.
-            let url = if path.contains('?') {
-                url.to_string()
+        let (dialect, url, max_connections) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                (Dialect::Postgres, url.to_string(), connect.max_connections)
+            } else if let Some(path) = url
+                .strip_prefix("sqlite://")
+                .or(url.strip_prefix("sqlite:"))
+            {
+                // mode=rwc creates the file on first start, which is what a first-time user wants.
+                let url = if path.contains('?') {
+                    url.to_string()
+                } else {
+                    format!("sqlite://{path}?mode=rwc")
+                };
+                // One writer at a time is all SQLite allows; a few connections let reads overlap.
+                (Dialect::Sqlite, url, connect.max_connections.clamp(1, 4))
             } else {
-                format!("sqlite://{path}?mode=rwc")
-            };
-            // One writer at a time is all SQLite allows; a few connections let reads overlap.
-            (Dialect::Sqlite, url, connect.max_connections.clamp(1, 4))
-        } else {
-            return Err(Error::invalid(
-                "configuration",
-                "database-url",
-                format!(
+                return Err(Error::invalid(
+                    "configuration",
+                    "database-url",
+                    format!(
                     "`{url}` is not a postgres:// or sqlite:// url; use e.g. sqlite://vephys.db"
                 ),
-            ));
-        };
+                ));
+            };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
@@ -159,10 +158,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     /// The connection pool, for tools and tests that query the views or poke at rows.

@@ -36,20 +36,37 @@ impl Store {
         Ok(id)
     }
 
-    /// Marks the worker as seen and returns the models it registered as loaded.
-    pub(crate) async fn touch_worker(&self, worker_id: i64, now: i64) -> Result<Vec<String>> {
-        let loaded: Option<String> = sqlx::query_scalar(
-            "UPDATE workers SET last_seen_at = $1 WHERE id = $2 RETURNING loaded_models",
-        )
-        .bind(now)
-        .bind(worker_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let loaded = loaded.ok_or(Error::NotFound {
-            what: "worker",
-            id: worker_id.to_string(),
-            hint: "register with RegisterWorker first (the coordinator may have a fresh database)",
-        })?;
+    /// Checks that the worker is registered and returns the models it registered as loaded.
+    /// A read, not a write: on the lease and completion paths an extra write would cost a
+    /// commit (an fsync) per call. Heartbeats record that a worker is alive.
+    pub(crate) async fn check_worker(&self, worker_id: i64) -> Result<Vec<String>> {
+        let loaded: Option<String> =
+            sqlx::query_scalar("SELECT loaded_models FROM workers WHERE id = $1")
+                .bind(worker_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let loaded = loaded.ok_or_else(|| unregistered(worker_id))?;
         Ok(serde_json::from_str(&loaded).unwrap_or_default())
+    }
+
+    /// Records that the worker is alive (on every heartbeat).
+    pub(crate) async fn touch_worker(&self, worker_id: i64, now: i64) -> Result<()> {
+        let seen = sqlx::query("UPDATE workers SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        if seen.rows_affected() == 0 {
+            return Err(unregistered(worker_id));
+        }
+        Ok(())
+    }
+}
+
+fn unregistered(worker_id: i64) -> Error {
+    Error::NotFound {
+        what: "worker",
+        id: worker_id.to_string(),
+        hint: "register with RegisterWorker first (the coordinator may have a fresh database)",
     }
 }
