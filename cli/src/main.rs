@@ -357,7 +357,7 @@ async fn watch(client: &mut Client, id: i64) -> Result<()> {
     let mut last = None;
     while let Some(campaign) = stream.message().await? {
         for group in &campaign.groups {
-            let counts = group.counts.clone().unwrap_or_default();
+            let counts = group.counts.unwrap_or_default();
             let bar = by_group
                 .entry((group.layer.clone(), group.probe.clone()))
                 .or_insert_with(|| {
@@ -544,7 +544,7 @@ fn total(c: &JobCounts) -> u64 {
 }
 
 fn print_campaign(c: &Campaign) {
-    let t = c.totals.clone().unwrap_or_default();
+    let t = c.totals.unwrap_or_default();
     println!(
         "campaign {} `{}` model {}: {}",
         c.id, c.name, c.model, c.state
@@ -564,7 +564,7 @@ fn print_campaign(c: &Campaign) {
         .groups
         .iter()
         .map(|g| {
-            let k = g.counts.clone().unwrap_or_default();
+            let k = g.counts.unwrap_or_default();
             vec![
                 g.layer.clone(),
                 g.probe.clone(),
@@ -583,7 +583,7 @@ fn print_campaign_list(campaigns: &[Campaign]) {
     let lines: Vec<Vec<String>> = campaigns
         .iter()
         .map(|c| {
-            let t = c.totals.clone().unwrap_or_default();
+            let t = c.totals.unwrap_or_default();
             vec![
                 c.id.to_string(),
                 c.name.clone(),
