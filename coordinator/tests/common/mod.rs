@@ -97,6 +97,10 @@ async fn fresh_postgres(name: &str) -> String {
     let base = std::env::var("VEPHYS_TEST_DATABASE_URL").unwrap_or_else(|_| {
         panic!("VEPHYS_TEST_DATABASE_URL is not set; start Postgres with `bash scripts/postgres.sh` and export the URL it prints")
     });
+    assert!(
+        base.starts_with("postgres://") && !base.contains('\n'),
+        "VEPHYS_TEST_DATABASE_URL must be one postgres:// url, got {base:?}"
+    );
     // Postgres names stop at 63 bytes: keep a readable prefix and make it unique with a hash.
     let clean = name
         .to_lowercase()
