@@ -18,9 +18,10 @@ pub fn load(vs: &mut nn::VarStore, path: &Path, model: &str) -> Result<String> {
         reason,
     };
     if !path.is_file() {
-        return Err(fail(format!(
+        return Err(fail(
             "no such file; convert a checkpoint with `python scripts/python/pth_to_safetensors.py IN.pth OUT.safetensors` or pass --weights"
-        )));
+                .to_string(),
+        ));
     }
     let sha256 = sha256_file(path)?;
     let tensors = Tensor::read_safetensors(path).map_err(|e| {

@@ -20,7 +20,9 @@ use crate::weights;
 use ops::Op;
 
 /// The models vephys can build, with the function that builds each.
-const ZOO: [(&str, fn(&nn::Path) -> Vec<Stage>, InputNorm); 3] = [
+type Builder = fn(&nn::Path) -> Vec<Stage>;
+
+const ZOO: [(&str, Builder, InputNorm); 3] = [
     (
         "efficientnet_lite0",
         efficientnet_lite::efficientnet_lite0,
@@ -197,7 +199,10 @@ impl Network {
     /// small to reach are left out, so the result is empty for a uselessly small size.
     pub fn layer_shapes(&self, size: i64) -> Vec<LayerShape> {
         let mut cache = self.shapes.lock().expect("shape cache poisoned");
-        cache.entry(size).or_insert_with(|| self.probe_shapes(size)).clone()
+        cache
+            .entry(size)
+            .or_insert_with(|| self.probe_shapes(size))
+            .clone()
     }
 
     fn probe_shapes(&self, size: i64) -> Vec<LayerShape> {
