@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Benchmarks that print numbers (nothing here asserts a time):
-#   synth — vephys synthesis vs a plain PyTorch loop, image-steps/s and ratio.
+# Benchmarks that print numbers (nothing here asserts a time). With no argument, all of them:
+#   synth  — vephys synthesis vs a plain PyTorch loop: image-steps/s and their ratio
+#   probes — cost of all paper probes of a filter against its synthesis
+#   lease  — coordinator lease + complete throughput on PostgreSQL, jobs/s
+# e.g. `scripts/bench.sh synth`. VEPHYS_BENCH_STEPS / VEPHYS_BENCH_ROUNDS scale the worker ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VEPHYS_SKIP_BUILD=1 scripts/setup.sh
 source scripts/env.sh
-[ -f "$VEPHYS_FIXTURES/vgg19.safetensors" ] || scripts/test.sh --no-run
-cargo bench -p vephys-worker --bench synth
+[ -f "$VEPHYS_FIXTURES/.stamp" ] || scripts/test.sh --no-run
+for bench in "${@:-synth probes lease}"; do
+  for b in $bench; do
+    case "$b" in
+      synth | probes) cargo bench -p vephys-worker --bench "$b" ;;
+      lease)
+        VEPHYS_TEST_DATABASE_URL="$(scripts/postgres.sh)" cargo bench -p vephys-coordinator --bench lease ;;
+      *) echo "bench: unknown benchmark '$b' (synth, probes, lease)" >&2; exit 2 ;;
+    esac
+  done
+done
