@@ -29,6 +29,7 @@ use vephys_worker::provenance::Provenance;
 use vephys_worker::synthesis::{synthesize, ColorMode, Status, SynthOutcome, SynthParams};
 
 use super::probe::{check_out_dir, params_hash, ProbeFlags};
+use super::synth::SynthFlags;
 use super::ModelArgs;
 
 #[derive(Args)]
@@ -52,41 +53,8 @@ pub struct CharacterizeArgs {
     #[arg(long, env = "VEPHYS_PROBES", value_enum, value_delimiter = ',', default_values_t = ProbeKind::ALL)]
     probes: Vec<ProbeKind>,
 
-    /// Gradient-ascent steps per max image
-    #[arg(long, env = "VEPHYS_STEPS", allow_negative_numbers = true, default_value_t = SynthParams::default().steps)]
-    steps: i64,
-
-    /// Image side in pixels (max images and every stimulus)
-    #[arg(long, env = "VEPHYS_SIZE", allow_negative_numbers = true, default_value_t = SynthParams::default().size)]
-    size: i64,
-
-    /// Step size in pixel units (the gradient is normalised to unit RMS per image)
-    #[arg(long, env = "VEPHYS_LR", allow_negative_numbers = true, default_value_t = SynthParams::default().lr)]
-    lr: f64,
-
-    /// L2 decay toward the mean colour per step
-    #[arg(long, env = "VEPHYS_DECAY", allow_negative_numbers = true, default_value_t = SynthParams::default().decay)]
-    decay: f64,
-
-    /// Gaussian blur std in pixels (0: off)
-    #[arg(long, env = "VEPHYS_BLUR_SIGMA", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_sigma)]
-    blur_sigma: f64,
-
-    /// Blur every N steps (0: off)
-    #[arg(long, env = "VEPHYS_BLUR_EVERY", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_every)]
-    blur_every: i64,
-
-    /// Random seed of synthesis
-    #[arg(long, env = "VEPHYS_SEED", default_value_t = SynthParams::default().seed)]
-    seed: u64,
-
-    /// Std of the start noise around the mean colour
-    #[arg(long, env = "VEPHYS_INIT_STD", allow_negative_numbers = true, default_value_t = SynthParams::default().init_std)]
-    init_std: f64,
-
-    /// Filters synthesized and probed together
-    #[arg(long, env = "VEPHYS_BATCH", default_value_t = 16)]
-    batch: usize,
+    #[command(flatten)]
+    synth: SynthFlags,
 
     #[command(flatten)]
     params: ProbeFlags,
@@ -94,23 +62,6 @@ pub struct CharacterizeArgs {
     /// Print a JSON summary on stdout instead of a table
     #[arg(long)]
     json: bool,
-}
-
-impl CharacterizeArgs {
-    fn synth_params(&self, color: ColorMode) -> SynthParams {
-        SynthParams {
-            steps: self.steps,
-            size: self.size,
-            lr: self.lr,
-            decay: self.decay,
-            blur_sigma: self.blur_sigma,
-            blur_every: self.blur_every,
-            color,
-            seed: self.seed,
-            init_std: self.init_std,
-            ..SynthParams::default()
-        }
-    }
 }
 
 /// Everything one call needs, checked.
@@ -154,7 +105,7 @@ pub fn run(args: CharacterizeArgs) -> Result<()> {
         }
     }
     let mut summary = Vec::new();
-    for chunk in plan.filters.chunks(args.batch) {
+    for chunk in plan.filters.chunks(args.synth.batch) {
         let tick = &mut || bar.inc(chunk.len() as u64);
         let rgb = synthesize(&plan.net, plan.layer, chunk, &plan.synth, tick)?;
         let single = if plan.wants(ProbeKind::Color) {
@@ -202,9 +153,9 @@ pub fn run(args: CharacterizeArgs) -> Result<()> {
 
 /// Checks every input before anything is computed or written.
 fn plan(args: &CharacterizeArgs) -> Result<Plan> {
-    let synth = args.synth_params(ColorMode::Rgb);
+    let synth = args.synth.params(ColorMode::Rgb);
     synth.validate()?;
-    if args.batch == 0 {
+    if args.synth.batch == 0 {
         anyhow::bail!("bad value for --batch: 0; use at least 1");
     }
     let mut probes = Vec::new();

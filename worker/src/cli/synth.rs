@@ -17,6 +17,64 @@ use vephys_worker::synthesis::{
 
 use super::ModelArgs;
 
+/// The regularised gradient ascent's settings, shared by every command that synthesizes.
+#[derive(Args, Debug, Clone)]
+pub struct SynthFlags {
+    /// Gradient-ascent steps
+    #[arg(long, env = "VEPHYS_STEPS", allow_negative_numbers = true, default_value_t = SynthParams::default().steps)]
+    pub steps: i64,
+
+    /// Image side in pixels
+    #[arg(long, env = "VEPHYS_SIZE", allow_negative_numbers = true, default_value_t = SynthParams::default().size)]
+    pub size: i64,
+
+    /// Step size in pixel units (the gradient is normalised to unit RMS per image)
+    #[arg(long, env = "VEPHYS_LR", allow_negative_numbers = true, default_value_t = SynthParams::default().lr)]
+    pub lr: f64,
+
+    /// L2 decay toward the mean colour per step
+    #[arg(long, env = "VEPHYS_DECAY", allow_negative_numbers = true, default_value_t = SynthParams::default().decay)]
+    pub decay: f64,
+
+    /// Gaussian blur std in pixels (0: off)
+    #[arg(long, env = "VEPHYS_BLUR_SIGMA", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_sigma)]
+    pub blur_sigma: f64,
+
+    /// Blur every N steps (0: off)
+    #[arg(long, env = "VEPHYS_BLUR_EVERY", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_every)]
+    pub blur_every: i64,
+
+    /// Random seed (same seed, weights, parameters and device => same bytes on CPU)
+    #[arg(long, env = "VEPHYS_SEED", default_value_t = SynthParams::default().seed)]
+    pub seed: u64,
+
+    /// Std of the start noise around the mean colour
+    #[arg(long, env = "VEPHYS_INIT_STD", allow_negative_numbers = true, default_value_t = SynthParams::default().init_std)]
+    pub init_std: f64,
+
+    /// Filters optimised together in one forward/backward pass
+    #[arg(long, env = "VEPHYS_BATCH", default_value_t = 16)]
+    pub batch: usize,
+}
+
+impl SynthFlags {
+    /// The parameters for one colour mode, with the channel objective.
+    pub fn params(&self, color: ColorMode) -> SynthParams {
+        SynthParams {
+            steps: self.steps,
+            size: self.size,
+            lr: self.lr,
+            decay: self.decay,
+            blur_sigma: self.blur_sigma,
+            blur_every: self.blur_every,
+            color,
+            seed: self.seed,
+            init_std: self.init_std,
+            ..SynthParams::default()
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct SynthArgs {
     #[command(flatten)]
@@ -34,29 +92,8 @@ pub struct SynthArgs {
     #[arg(long, env = "VEPHYS_OUT")]
     out: PathBuf,
 
-    /// Gradient-ascent steps
-    #[arg(long, env = "VEPHYS_STEPS", allow_negative_numbers = true, default_value_t = SynthParams::default().steps)]
-    steps: i64,
-
-    /// Image side in pixels
-    #[arg(long, env = "VEPHYS_SIZE", allow_negative_numbers = true, default_value_t = SynthParams::default().size)]
-    size: i64,
-
-    /// Step size in pixel units (the gradient is normalised to unit RMS per image)
-    #[arg(long, env = "VEPHYS_LR", allow_negative_numbers = true, default_value_t = SynthParams::default().lr)]
-    lr: f64,
-
-    /// L2 decay toward the mean colour per step
-    #[arg(long, env = "VEPHYS_DECAY", allow_negative_numbers = true, default_value_t = SynthParams::default().decay)]
-    decay: f64,
-
-    /// Gaussian blur std in pixels (0: off)
-    #[arg(long, env = "VEPHYS_BLUR_SIGMA", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_sigma)]
-    blur_sigma: f64,
-
-    /// Blur every N steps (0: off)
-    #[arg(long, env = "VEPHYS_BLUR_EVERY", allow_negative_numbers = true, default_value_t = SynthParams::default().blur_every)]
-    blur_every: i64,
+    #[command(flatten)]
+    synth: SynthFlags,
 
     /// What to maximise: channel (mean of the filter's map), unit (one position), layer (all filters)
     #[arg(long, env = "VEPHYS_OBJECTIVE", value_enum, default_value_t = ObjectiveKind::Channel)]
@@ -74,18 +111,6 @@ pub struct SynthArgs {
     #[arg(long, env = "VEPHYS_COLOR", value_enum, default_value_t = ColorMode::Rgb)]
     color: ColorMode,
 
-    /// Random seed (same seed, weights, parameters and device => same bytes on CPU)
-    #[arg(long, env = "VEPHYS_SEED", default_value_t = SynthParams::default().seed)]
-    seed: u64,
-
-    /// Std of the start noise around the mean colour
-    #[arg(long, env = "VEPHYS_INIT_STD", allow_negative_numbers = true, default_value_t = SynthParams::default().init_std)]
-    init_std: f64,
-
-    /// Filters optimised together in one forward/backward pass
-    #[arg(long, env = "VEPHYS_BATCH", default_value_t = 16)]
-    batch: usize,
-
     /// Print a JSON summary on stdout instead of a table
     #[arg(long)]
     json: bool,
@@ -94,18 +119,10 @@ pub struct SynthArgs {
 impl SynthArgs {
     fn params(&self) -> SynthParams {
         SynthParams {
-            steps: self.steps,
-            size: self.size,
-            lr: self.lr,
-            decay: self.decay,
-            blur_sigma: self.blur_sigma,
-            blur_every: self.blur_every,
             objective: self.objective,
             unit_y: self.unit_y,
             unit_x: self.unit_x,
-            color: self.color,
-            seed: self.seed,
-            init_std: self.init_std,
+            ..self.synth.params(self.color)
         }
     }
 }
@@ -114,7 +131,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     // Validate everything before writing anything.
     let params = args.params();
     params.validate()?;
-    if args.batch == 0 {
+    if args.synth.batch == 0 {
         anyhow::bail!("bad value for --batch: 0; use at least 1");
     }
     let net = args.model.load()?;
@@ -141,7 +158,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     bar.set_message(format!("{} {}", net.name(), shape.name));
     let provenance = Provenance::of(&net);
     let mut summary = Vec::new();
-    for chunk in filters.chunks(args.batch) {
+    for chunk in filters.chunks(args.synth.batch) {
         let outcomes = synthesize(&net, layer, chunk, &params, &mut || {
             bar.inc(chunk.len() as u64)
         })?;
