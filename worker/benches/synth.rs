@@ -3,7 +3,8 @@
 //!
 //! Run: `scripts/bench.sh` (or `cargo bench -p vephys-worker --bench synth` inside the
 //! project's environment). VEPHYS_BENCH_STEPS scales the number of timed steps,
-//! VEPHYS_BENCH_ROUNDS sets the interleaved rounds (best of each is reported).
+//! VEPHYS_BENCH_ROUNDS sets the interleaved rounds (best of each is reported), and
+//! VEPHYS_BENCH_MODELS limits the models.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,7 +109,12 @@ fn main() {
         "{:<30} {:>5} {:>6} {:>14} {:>14} {:>7}",
         "model/layer", "batch", "steps", "vephys img-st/s", "pytorch img-st/s", "ratio"
     );
-    for case in &cases {
+    // VEPHYS_BENCH_MODELS=efficientnet_lite0 (comma-separated) runs only those models.
+    let only = std::env::var("VEPHYS_BENCH_MODELS").unwrap_or_default();
+    for case in cases
+        .iter()
+        .filter(|c| only.is_empty() || only.split(',').any(|m| m == c.model))
+    {
         let mut net = Network::build(case.model, device).unwrap();
         net.load_weights(&case.weights).unwrap();
         for (batch, base_steps) in [(1usize, 4.0f64), (16, 2.0)] {
