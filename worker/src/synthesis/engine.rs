@@ -23,7 +23,7 @@ use tch::{Kind, Tensor};
 use super::objective::{activity, Objective};
 use super::params::{ColorMode, SynthParams};
 use super::regularizers::{decay_toward, GaussianBlur};
-use crate::error::Result;
+use crate::error::{Result, WorkerError};
 use crate::image_io::quantize;
 use crate::models::Network;
 
@@ -62,7 +62,12 @@ pub fn synthesize(
     on_step: &mut dyn FnMut(),
 ) -> Result<Vec<SynthOutcome>> {
     params.validate()?;
-    debug_assert!(!filters.is_empty(), "synthesize needs at least one filter");
+    if filters.is_empty() {
+        return Err(WorkerError::bad(
+            "--filters",
+            "no filters to synthesize; name at least one",
+        ));
+    }
     let started = Instant::now();
     let device = net.device();
     let shape = net.check_size(layer, params.size)?;
