@@ -4,22 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::{fixtures, lite0_weights};
-
-fn worker(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vephys-worker"))
-        .args(args)
-        .env("VEPHYS_WEIGHTS_DIR", lite0_weights().parent().unwrap())
-        .env("VEPHYS_DEVICE", "cpu")
-        .output()
-        .expect("run vephys-worker")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{fixtures, stderr, worker};
 
 #[test]
 fn layers_json_lists_every_layer_with_its_shape() {

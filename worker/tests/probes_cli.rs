@@ -5,26 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::lite0_weights;
+use common::{stderr, worker};
 use serde_json::Value;
 
 const FREQUENCIES: &str = "2,4,6,8,12,16";
-
-fn worker(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vephys-worker"))
-        .args(args)
-        .env("VEPHYS_WEIGHTS_DIR", lite0_weights().parent().unwrap())
-        .env("VEPHYS_DEVICE", "cpu")
-        .output()
-        .expect("run vephys-worker")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

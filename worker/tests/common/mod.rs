@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
 fn dir_from_env(var: &str, default: &str) -> PathBuf {
     let dir = std::env::var_os(var)
@@ -48,4 +49,18 @@ pub fn rel_err(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
     let diff = (a - b).abs().max().double_value(&[]);
     let scale = b.abs().max().double_value(&[]).max(1e-12);
     diff / scale
+}
+
+/// Runs the `vephys-worker` binary on the CPU with the project's weights directory.
+pub fn worker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vephys-worker"))
+        .args(args)
+        .env("VEPHYS_WEIGHTS_DIR", lite0_weights().parent().unwrap())
+        .env("VEPHYS_DEVICE", "cpu")
+        .output()
+        .expect("run vephys-worker")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
