@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "VEPHYS_DUMP_CONFIG")]
     #[serde(skip)]
     pub dump_config: bool,
+
+    /// Apply the database migrations and exit without serving (e.g. a Helm pre-upgrade hook)
+    #[arg(long, env = "VEPHYS_MIGRATE_ONLY")]
+    #[serde(skip)]
+    pub migrate_only: bool,
 }
 
 impl Config {

@@ -38,6 +38,22 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("cannot open the database")?,
     );
+    if config.migrate_only {
+        // Store::open has applied every embedded migration not yet in _sqlx_migrations.
+        let (applied, latest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MAX(version) FROM _sqlx_migrations")
+                .fetch_one(store.pool())
+                .await
+                .context("cannot read the migration history")?;
+        tracing::info!(
+            database = %config.database_url.split('@').next_back().unwrap_or(""),
+            applied,
+            latest = latest.unwrap_or(0),
+            "database migrated; exiting (--migrate-only)"
+        );
+        store.close().await;
+        return Ok(());
+    }
     let metrics = Arc::new(Metrics::new());
 
     let tls = match (&config.tls_cert, &config.tls_key) {
