@@ -69,7 +69,17 @@ stop() {
   rm -f "$pidfile"
 }
 
-port_taken() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+# A port is taken when something listens on it (ss), or, without iproute2, accepts a connection.
+port_taken() {
+  if command -v ss >/dev/null 2>&1; then
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
+
+# 32 random bytes as hex, without needing openssl on a bare machine.
+random_hex() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 start() {
   ensure_binary
@@ -84,8 +94,8 @@ start() {
   mkdir -p "$run/meta" "$run/data"
   chmod 700 "$run"
   local rpc_secret admin_token
-  rpc_secret="$(openssl rand -hex 32)"
-  admin_token="$(openssl rand -hex 32)"
+  rpc_secret="$(random_hex)"
+  admin_token="$(random_hex)"
   (
     umask 077
     cat >"$conf" <<EOF
@@ -111,7 +121,8 @@ EOF
 
   say "starting on 127.0.0.1:$s3_port (S3), :$rpc_port (RPC), :$admin_port (admin); log $log"
   # the log is appended to by the server and the admin commands below, so open it O_APPEND
-  (umask 077; : >"$log")
+  : >"$log"
+  chmod 600 "$log"
   # setsid: the server outlives this script and the caller's shell job control
   RUST_LOG="${GARAGE_LOG:-garage=info}" setsid "$bin" -c "$conf" server >>"$log" 2>&1 </dev/null &
   local pid=$!
@@ -148,9 +159,9 @@ $(tail -n 20 "$log")"
   [[ "$key_id" =~ ^GK[0-9a-f]+$ ]] || die "unexpected key id '$key_id'"
   [[ "$secret" =~ ^[0-9a-f]+$ ]] || die "could not read the secret key of $key_name"
 
-  # wait until the S3 endpoint itself answers (any HTTP status will do)
+  # wait until the S3 endpoint itself accepts connections
   for _ in $(seq 1 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$s3_port/" && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break
     sleep 0.2
   done
 
