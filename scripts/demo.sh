@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, from a fresh machine: set up, then synthesize the max
-# images of 16 filters of EfficientNet-Lite0's blocks.7 with its real ImageNet weights.
-# Extra arguments go to `vephys-worker synth` (e.g. --steps 64 --size 128).
+# The main job on the embedded default, from a fresh machine: set up (venv with libtorch, real
+# EfficientNet-Lite0 weights, release build), then `vephys local`: SQLite + a local data
+# directory + the coordinator and one worker on this machine characterize 16 filters of
+# EfficientNet-Lite0 blocks.7 with every probe, print a summary and write an HTML report.
+# Extra arguments go to `vephys local` (e.g. --steps 64 --size 128, --data-dir DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-out="${VEPHYS_OUT:-vephys-out/efficientnet_lite0/blocks.7}"
-"$CARGO_TARGET_DIR/release/vephys-worker" synth --model efficientnet_lite0 --layer blocks.7 --filters 0-15 --out "$out" "$@"
-echo "max images: $out/filter_*.png (one JSON beside each)"
+exec "$CARGO_TARGET_DIR/release/vephys" local "$@"

@@ -1,15 +1,20 @@
 //! `vephys`: submit campaigns to a coordinator, follow them, and read their results.
 
+mod embedded;
+mod local;
+mod report;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::path::PathBuf;
-use tonic::metadata::MetadataValue;
+use std::path::{Path, PathBuf};
+use vephys_objects::{Objects, S3Options};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
+use tonic::Status;
+use vephys_proto::bearer::BearerToken;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe};
 use vephys_proto::v1::campaigns_client::CampaignsClient;
 use vephys_proto::v1::*;
@@ -38,6 +43,12 @@ struct Cli {
     #[arg(long, global = true, env = "VEPHYS_CA_CERT")]
     ca_cert: Option<PathBuf>,
 
+    /// Read a `vephys local` data directory instead of a running coordinator (starts the
+    /// embedded coordinator on its database for the length of the command; wins over
+    /// --coordinator)
+    #[arg(long, global = true, env = "VEPHYS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +73,31 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+    /// Run a campaign on this machine: embedded coordinator (SQLite), one worker, local files;
+    /// prints a summary and writes an HTML report. The same command again resumes it.
+    #[command(long_about = "Run a campaign on this machine: the embedded coordinator (SQLite in \
+--data-dir), one `vephys-worker serve` child process and a local object store (files in \
+--data-dir). Shows progress, prints one line per filter (max-image activity, preferred rotation \
+and zoom, colour index) and writes DATA_DIR/report/index.html: the grid of max images and every \
+filter's tuning curves. Interrupted runs resume when the same command runs again. \
+Afterwards `vephys --data-dir DIR results ID` (and status, watch, report) read the same data.")]
+    Local(Box<local::LocalArgs>),
+    /// Write a campaign's HTML report: grid of max images and per-filter tuning curves
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    id: i64,
+    /// Output directory (index.html and images/)
+    #[arg(long)]
+    out: PathBuf,
+    /// Object store the artifacts live in, for s3:// artifacts (file:// ones are read directly)
+    #[arg(long, env = "VEPHYS_STORE")]
+    store: Option<String>,
+    /// S3 endpoint for S3-compatible servers (Garage, MinIO, Ceph)
+    #[arg(long, env = "VEPHYS_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,22 +167,7 @@ enum ModelsAction {
     Add { file: PathBuf },
 }
 
-type Client = CampaignsClient<InterceptedService<Channel, BearerToken>>;
-
-/// Adds `authorization: Bearer …` to every call when a token is configured.
-#[derive(Clone)]
-struct BearerToken(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
+pub(crate) type Client = CampaignsClient<InterceptedService<Channel, BearerToken>>;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -174,12 +195,41 @@ async fn run(cli: Cli) -> Result<()> {
             return Ok(());
         }
     }
-    let mut client = connect(&cli).await?;
-    match cli.command {
-        Command::Submit(args) => submit(&mut client, &args).await,
+    if let Command::Local(args) = cli.command {
+        return local::run(*args).await;
+    }
+    // With --data-dir the coordinator runs in this process for the length of the command.
+    let embedded = match &cli.data_dir {
+        Some(dir) => {
+            let data = embedded::DataDir::new(dir)?;
+            if !data.database().is_file() {
+                bail!(
+                    "{} holds no vephys database; run `vephys local --data-dir {}` first",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            Some(embedded::Embedded::start(&data, std::time::Duration::from_secs(30)).await?)
+        }
+        None => None,
+    };
+    let mut client = match &embedded {
+        Some(e) => connect_to(&e.url, Some(&e.user_token), None).await?,
+        None => connect_to(&cli.coordinator, cli.token.as_deref(), cli.ca_cert.as_deref()).await?,
+    };
+    let outcome = command(&mut client, &cli).await;
+    if let Some(e) = embedded {
+        e.shutdown().await;
+    }
+    outcome
+}
+
+async fn command(client: &mut Client, cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Submit(args) => submit(client, args).await,
         Command::Status { id: Some(id) } => {
             let campaign = client
-                .get_campaign(GetCampaignRequest { campaign_id: id })
+                .get_campaign(GetCampaignRequest { campaign_id: *id })
                 .await?
                 .into_inner();
             print_campaign(&campaign);
@@ -193,17 +243,17 @@ async fn run(cli: Cli) -> Result<()> {
             print_campaign_list(&list.campaigns);
             Ok(())
         }
-        Command::Watch { id } => watch(&mut client, id).await,
+        Command::Watch { id } => watch(client, *id).await,
         Command::Cancel { id } => {
             let campaign = client
-                .cancel_campaign(CancelCampaignRequest { campaign_id: id })
+                .cancel_campaign(CancelCampaignRequest { campaign_id: *id })
                 .await?
                 .into_inner();
             println!("campaign {} cancelled", campaign.id);
             print_campaign(&campaign);
             Ok(())
         }
-        Command::Results(args) => results(&mut client, &args).await,
+        Command::Results(args) => results(client, args).await,
         Command::Models { action: None } => {
             let models = client
                 .list_models(ListModelsRequest {})
@@ -216,7 +266,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Models {
             action: Some(ModelsAction::Add { file }),
         } => {
-            let text = std::fs::read_to_string(&file)
+            let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let model = model_from_json(&text)
                 .with_context(|| format!("{} is not a model description", file.display()))?;
@@ -231,41 +281,83 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Report(args) => {
+            let campaign = client
+                .get_campaign(GetCampaignRequest { campaign_id: args.id })
+                .await?
+                .into_inner();
+            let results = local::query_results(client, args.id).await?;
+            let store = match (&args.store, &cli.data_dir) {
+                (Some(url), _) => url.clone(),
+                (None, Some(dir)) => embedded::DataDir::new(dir)?.objects_url(),
+                (None, None) => String::new(),
+            };
+            let images = fetch_images(&results, &store, args.s3_endpoint.clone()).await?;
+            let index = report::write_report(&args.out, &campaign, &results, &|a| {
+                images
+                    .get(&a.uri)
+                    .cloned()
+                    .with_context(|| format!("{} was not fetched", a.uri))
+            })?;
+            println!("report: {}", index.display());
+            Ok(())
+        }
+        Command::Local(_) => unreachable!("handled before connecting"),
     }
 }
 
-async fn connect(cli: &Cli) -> Result<Client> {
-    let mut endpoint = Endpoint::from_shared(cli.coordinator.clone()).with_context(|| {
-        format!(
-            "--coordinator `{}` is not a url; use e.g. http://127.0.0.1:7070",
-            cli.coordinator
-        )
+/// A client of the coordinator at `url`; `ca_cert` trusts a private CA for https://.
+pub(crate) async fn connect_to(url: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result<Client> {
+    let mut endpoint = Endpoint::from_shared(url.to_string()).with_context(|| {
+        format!("--coordinator `{url}` is not a url; use e.g. http://127.0.0.1:7070")
     })?;
-    if cli.coordinator.starts_with("https://") {
+    if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(path) = &cli.ca_cert {
+        if let Some(path) = ca_cert {
             let pem = std::fs::read(path)
                 .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
         endpoint = endpoint.tls_config(tls)?;
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}; is it running? (set --coordinator or VEPHYS_COORDINATOR)", cli.coordinator))?;
-    let token = match &cli.token {
-        Some(t) => Some(
-            format!("Bearer {t}")
-                .parse()
-                .context("--token has characters not allowed in a header")?,
-        ),
-        None => None,
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("cannot reach the coordinator at {url}; is it running? (set --coordinator or VEPHYS_COORDINATOR)")
+    })?;
+    let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    Ok(CampaignsClient::with_interceptor(channel, token))
+}
+
+/// The image artifacts (`max_image*`) of `results`, by URI, each checked against its sha256.
+/// `file://` artifacts are read directly; others from the store at `store_url`.
+pub(crate) async fn fetch_images(
+    results: &[JobResult],
+    store_url: &str,
+    s3_endpoint: Option<String>,
+) -> Result<HashMap<String, Vec<u8>>> {
+    let store = if store_url.is_empty() {
+        None
+    } else {
+        Some(Objects::open(store_url, &S3Options { endpoint: s3_endpoint }).context("bad --store")?)
     };
-    Ok(CampaignsClient::with_interceptor(
-        channel,
-        BearerToken(token),
-    ))
+    let mut images = HashMap::new();
+    for artifact in results.iter().flat_map(|r| &r.artifacts) {
+        if !artifact.kind.starts_with("max_image") || images.contains_key(&artifact.uri) {
+            continue;
+        }
+        let bytes = match (&store, vephys_objects::local_path(&artifact.uri)) {
+            (Some(store), _) if artifact.uri.starts_with(store.url()) => {
+                store.get(&artifact.uri).await?
+            }
+            (_, Some(path)) => std::fs::read(path)
+                .with_context(|| format!("cannot read artifact {}", path.display()))?,
+            _ => bail!(
+                "artifact {} is in an object store; pass --store (and --s3-endpoint) to read it",
+                artifact.uri
+            ),
+        };
+        images.insert(artifact.uri.clone(), bytes);
+    }
+    Ok(images)
 }
 
 /// The spec from the file (if any) with the flags laid over it.

@@ -1,6 +1,7 @@
 //! The contract of vephys: the gRPC API generated from `vephys.proto` and the campaign spec
 //! format users write in TOML.
 
+pub mod bearer;
 pub mod spec;
 
 #[allow(clippy::all, missing_docs)]

@@ -297,7 +297,7 @@ impl Default for ZoomParams {
     fn default() -> Self {
         Self {
             factors: vec![0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0],
-            fill: "mean".into(),
+            fill: "tile".into(),
         }
     }
 }
@@ -311,7 +311,7 @@ pub struct RotationParams {
 
 impl Default for RotationParams {
     fn default() -> Self {
-        Self { step_degrees: 10.0 }
+        Self { step_degrees: 15.0 }
     }
 }
 
@@ -335,7 +335,7 @@ impl Default for GratingParams {
     fn default() -> Self {
         Self {
             orientations: 12,
-            spatial_frequencies: vec![2.0, 4.0, 8.0, 16.0, 32.0],
+            spatial_frequencies: vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             phases: 4,
         }
     }
@@ -349,11 +349,31 @@ pub struct HueParams {
 
 impl Default for HueParams {
     fn default() -> Self {
-        Self { steps: 36 }
+        Self { steps: 12 }
     }
 }
 
 impl CampaignSpec {
+    /// A spec with every table at its default (the paper's settings).
+    pub fn new(name: &str, model: &str, layers: &[&str]) -> Self {
+        Self {
+            name: name.to_string(),
+            model: model.to_string(),
+            layers: layers.iter().map(|l| l.to_string()).collect(),
+            filters: Filters::default(),
+            probes: default_probes(),
+            max_attempts: default_max_attempts(),
+            seed: 0,
+            synthesis: SynthesisParams::default(),
+            baseline: BaselineParams::default(),
+            zoom: ZoomParams::default(),
+            rotation: RotationParams::default(),
+            color: ColorParams::default(),
+            grating: GratingParams::default(),
+            hue: HueParams::default(),
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
         toml::from_str(text).map_err(|e| {
             // toml reports the offending key in its message; keep it, minus the source excerpt.
@@ -452,6 +472,7 @@ impl CampaignSpec {
         {
             return Err(out_of("zoom.factors", z, "(0, 64]"));
         }
+        increasing("zoom.factors", &self.zoom.factors)?;
         if !["mean", "tile"].contains(&self.zoom.fill.as_str()) {
             return Err(SpecError::new(
                 "zoom.fill",
@@ -485,10 +506,43 @@ impl CampaignSpec {
         {
             return Err(out_of("grating.spatial_frequencies", f, "(0, 1024]"));
         }
-        if !(1..=3600).contains(&self.hue.steps) {
-            return Err(out_of("hue.steps", self.hue.steps, "1..=3600"));
+        increasing("grating.spatial_frequencies", &g.spatial_frequencies)?;
+        if !(2..=3600).contains(&self.hue.steps) {
+            return Err(out_of("hue.steps", self.hue.steps, "2..=3600"));
         }
         Ok(())
+    }
+
+    /// Checks what depends on the image side the jobs will use (the model's input size unless
+    /// `synthesis.image_size` sets one): gratings must stay below the Nyquist limit.
+    pub fn check_image_size(&self, size: u32) -> Result<(), SpecError> {
+        if !self.probes.contains(&Probe::Grating) {
+            return Ok(());
+        }
+        let nyquist = f64::from(size) / 2.0;
+        match self.grating.spatial_frequencies.iter().find(|f| **f >= nyquist) {
+            Some(f) => Err(SpecError::new(
+                "grating.spatial_frequencies",
+                format!(
+                    "{f} cycles per image is at or above the Nyquist limit of {size} px images \
+                     ({nyquist}); use frequencies below {nyquist} or a larger synthesis.image_size"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn increasing(field: &str, values: &[f64]) -> Result<(), SpecError> {
+    match values.windows(2).find(|w| w[0] >= w[1]) {
+        Some(w) => Err(SpecError::new(
+            field,
+            format!(
+                "{} then {}: list the values in strictly increasing order",
+                w[0], w[1]
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -522,6 +576,7 @@ mod tests {
     #[test]
     fn minimal_spec_gets_paper_defaults() {
         let spec = CampaignSpec::from_toml(minimal()).unwrap();
+        assert_eq!(spec, CampaignSpec::new("t", "m", &["l"]));
         assert_eq!(spec.probes, vec![Probe::Synthesis]);
         assert_eq!(spec.synthesis.blur_every, 4);
         assert_eq!(spec.filters.resolve(4).unwrap(), vec![0, 1, 2, 3]);
@@ -566,6 +621,19 @@ mod tests {
         spec.synthesis.steps = 10;
         spec.zoom.factors = vec![1.0, -2.0];
         assert_eq!(spec.check().unwrap_err().field, "zoom.factors");
+        spec.zoom.factors = vec![2.0, 1.0];
+        assert_eq!(spec.check().unwrap_err().field, "zoom.factors");
+    }
+
+    #[test]
+    fn gratings_above_nyquist_are_refused() {
+        let mut spec = CampaignSpec::from_toml(minimal()).unwrap();
+        spec.probes = vec![Probe::Grating];
+        spec.check().unwrap();
+        spec.check_image_size(224).unwrap();
+        let err = spec.check_image_size(64).unwrap_err();
+        assert_eq!(err.field, "grating.spatial_frequencies", "{err}");
+        assert!(err.reason.contains("Nyquist"), "{err}");
     }
 
     #[test]

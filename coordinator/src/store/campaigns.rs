@@ -33,6 +33,8 @@ struct CountRow {
     state: String,
     jobs: i64,
     first_job: i64,
+    /// Sum of the progress fractions heartbeats reported (only leased jobs have any).
+    progress: f64,
 }
 
 impl Store {
@@ -128,7 +130,8 @@ impl Store {
         // Counting by state is what progress is; MIN(id) orders the groups as they were
         // submitted (synthesis first).
         let counts: Vec<CountRow> = sqlx::query_as(
-            "SELECT campaign_id, layer, probe, state, COUNT(*) AS jobs, MIN(id) AS first_job
+            "SELECT campaign_id, layer, probe, state, COUNT(*) AS jobs, MIN(id) AS first_job,
+                    CAST(SUM(CASE WHEN state = 'leased' THEN progress ELSE 0 END) AS DOUBLE PRECISION) AS progress
              FROM jobs WHERE $1 IS NULL OR campaign_id = $1
              GROUP BY campaign_id, layer, probe, state",
         )
@@ -139,6 +142,7 @@ impl Store {
         for row in rows {
             let mut groups: Vec<(i64, GroupProgress)> = Vec::new();
             let mut totals = JobCounts::default();
+            let mut leased_progress = 0.0;
             for count in counts.iter().filter(|c| c.campaign_id == row.id) {
                 let index = match groups
                     .iter()
@@ -166,6 +170,7 @@ impl Store {
                     n,
                 );
                 add_count(&mut totals, &count.state, n);
+                leased_progress += count.progress;
             }
             groups.sort_by_key(|(first, _)| *first);
             let state = campaign_state(row.cancelled_at.is_some(), &totals);
@@ -178,6 +183,7 @@ impl Store {
                 totals: Some(totals),
                 groups: groups.into_iter().map(|(_, g)| g).collect(),
                 spec_toml: row.spec_toml,
+                leased_progress,
             });
         }
         Ok(campaigns)

@@ -38,6 +38,8 @@ pub(crate) fn plan(spec: &CampaignSpec, model: &Model) -> Result<Vec<NewJob>> {
     if synthesis.image_size == 0 {
         synthesis.image_size = model.input_size as u32;
     }
+    spec.check_image_size(synthesis.image_size)
+        .map_err(Error::invalid_spec)?;
     let mut jobs = Vec::new();
     let mut seen_layers = Vec::new();
     for (i, name) in spec.layers.iter().enumerate() {
@@ -85,7 +87,9 @@ fn job_params(
     synthesis: &vephys_proto::spec::SynthesisParams,
     probe: Probe,
 ) -> String {
-    let mut params = json!({ "seed": spec.seed });
+    // Every job names its image side so parametric probes (gratings, hues) show stimuli of the
+    // same size as the max images.
+    let mut params = json!({ "seed": spec.seed, "image_size": synthesis.image_size });
     if probe == Probe::Synthesis || probe.needs_max_image() {
         params["synthesis"] = json!(synthesis);
     }

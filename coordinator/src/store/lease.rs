@@ -226,8 +226,8 @@ impl Store {
             }
         }
         // A batch is one model, so one lookup.
-        let weights_sha256: String =
-            sqlx::query_scalar("SELECT weights_sha256 FROM models WHERE name = $1")
+        let (weights_sha256, weights_uri): (String, String) =
+            sqlx::query_as("SELECT weights_sha256, weights_uri FROM models WHERE name = $1")
                 .bind(&claimed[0].model)
                 .fetch_optional(&self.pool)
                 .await?
@@ -249,6 +249,7 @@ impl Store {
                 params_json: row.params,
                 seed: row.seed,
                 weights_sha256: weights_sha256.clone(),
+                weights_uri: weights_uri.clone(),
             })
             .collect();
         Ok(jobs)

@@ -5,6 +5,7 @@ mod characterize;
 mod layers;
 mod probe;
 mod respond;
+mod serve;
 mod synth;
 
 use std::path::PathBuf;
@@ -48,6 +49,18 @@ enum Command {
     /// Synthesize max images and run every probe; per filter a JSON of all curves and a figure
     #[command(args_override_self = true)]
     Characterize(Box<characterize::CharacterizeArgs>),
+    /// Run as a daemon: lease jobs from a coordinator, compute them, store results (see --help)
+    #[command(
+        args_override_self = true,
+        long_about = "Run as a daemon: register with the coordinator, lease batches of jobs of one \
+(model, layer, probe), run each batch as one on the device, write PNGs and JSON records to the \
+object store under attempt-scoped keys, and complete the jobs with their results.\n\n\
+Models whose weights are in --weights-dir are registered at start. Completions are spooled to \
+--spool-dir before they are sent, so finished work survives an unreachable coordinator and a \
+restart. SIGTERM or SIGINT: finish and report the batch in flight, then exit; a second signal \
+releases its leases and exits at once."
+    )]
+    Serve(Box<serve::ServeArgs>),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -57,6 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Probe(args) => probe::run(*args),
         Command::Characterize(args) => characterize::run(*args),
+        Command::Serve(args) => serve::run(*args),
     }
 }
 
@@ -80,7 +94,7 @@ pub struct ModelArgs {
     pub device: String,
 }
 
-fn default_weights_dir() -> PathBuf {
+pub(crate) fn default_weights_dir() -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));

@@ -1,0 +1,359 @@
+//! `vephys local`: a whole campaign on this machine. The embedded coordinator (SQLite in the
+//! data directory) and one `vephys-worker serve` child process (objects in the data directory)
+//! run it; the command follows it with a progress bar, prints a per-filter summary and writes
+//! the HTML report. Running the same command again resumes an interrupted campaign: the spec is
+//! the same, so the coordinator hands back the existing campaign and only unfinished jobs run.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::process::{Child, Command};
+use tokio_stream::StreamExt;
+use vephys_proto::spec::{CampaignSpec, Filters, Probe, SynthesisParams};
+use vephys_proto::v1::{
+    Campaign, GetCampaignRequest, JobResult, ListModelsRequest, QueryResultsRequest,
+    SubmitCampaignRequest,
+};
+
+use crate::embedded::{DataDir, Embedded};
+use crate::{fetch_images, report, Client};
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Model (its weights must be in the worker's weights directory; scripts/setup.sh puts
+    /// EfficientNet-Lite0's there)
+    #[arg(long, env = "VEPHYS_MODEL", default_value = "efficientnet_lite0")]
+    model: String,
+
+    /// Layer name or alias (`vephys-worker layers --model M` lists them)
+    #[arg(long, env = "VEPHYS_LAYER", default_value = "blocks.7")]
+    layer: String,
+
+    /// Filters: all, or indices and half-open ranges, e.g. 0..16 or 0,5,10..20
+    #[arg(long, env = "VEPHYS_FILTERS", default_value = "0..16")]
+    filters: String,
+
+    /// Probes, comma-separated (synthesis always runs: the others start from its max images)
+    #[arg(long, env = "VEPHYS_PROBES", value_delimiter = ',',
+          default_value = "synthesis,baseline,zoom,rotation,color,grating,hue")]
+    probes: Vec<Probe>,
+
+    /// Synthesis steps (also the steps of the colour probe's single-colour syntheses)
+    #[arg(long, env = "VEPHYS_STEPS", default_value_t = 128)]
+    steps: u32,
+
+    /// Image side in pixels (default: the model's input size, 224)
+    #[arg(long, env = "VEPHYS_SIZE")]
+    size: Option<u32>,
+
+    #[arg(long, env = "VEPHYS_SEED", default_value_t = 0)]
+    seed: u64,
+
+    /// Holds the SQLite database, the images, the worker's log and the report
+    #[arg(long, env = "VEPHYS_DATA_DIR", default_value = "vephys-data")]
+    data_dir: PathBuf,
+
+    /// Compute device of the worker: auto (CUDA when present), cpu, cuda or cuda:N
+    #[arg(long, env = "VEPHYS_DEVICE", default_value = "auto")]
+    device: String,
+
+    /// Jobs the worker runs as one batch
+    #[arg(long, env = "VEPHYS_MAX_JOBS", default_value_t = 16)]
+    max_jobs: u32,
+
+    /// The worker binary (default: vephys-worker next to this program, else on PATH)
+    #[arg(long, env = "VEPHYS_WORKER_BIN")]
+    worker_bin: Option<PathBuf>,
+}
+
+pub async fn run(args: LocalArgs) -> Result<()> {
+    let started = Instant::now();
+    // Everything that can be checked without a worker is checked before anything is created.
+    let spec = spec(&args)?;
+    let worker_bin = worker_binary(args.worker_bin.as_deref())?;
+    let data = DataDir::new(&args.data_dir)?;
+
+    let coordinator = Embedded::start(&data, Duration::from_secs(30)).await?;
+    let mut worker = spawn_worker(&worker_bin, &coordinator, &data, &args)?;
+    let outcome = drive(&args, &spec, &coordinator, &data, &mut worker, started).await;
+    stop_worker(&mut worker).await;
+    coordinator.shutdown().await;
+    outcome
+}
+
+fn spec(args: &LocalArgs) -> Result<CampaignSpec> {
+    let mut probes = args.probes.clone();
+    if !probes.contains(&Probe::Synthesis) {
+        probes.insert(0, Probe::Synthesis);
+    }
+    probes.dedup();
+    let mut spec = CampaignSpec {
+        name: format!("local {} {} {}", args.model, args.layer, args.filters),
+        model: args.model.clone(),
+        layers: vec![args.layer.clone()],
+        filters: Filters::parse(&args.filters),
+        probes,
+        seed: args.seed,
+        synthesis: SynthesisParams {
+            steps: args.steps,
+            image_size: args.size.unwrap_or(0),
+            batch_size: args.max_jobs.max(1),
+            ..SynthesisParams::default()
+        },
+        ..CampaignSpec::new(&args.model, &args.model, &[&args.layer])
+    };
+    // Small images cannot show the finest default gratings; leave those out rather than fail.
+    if let Some(size) = args.size {
+        let nyquist = f64::from(size) / 2.0;
+        spec.grating.spatial_frequencies.retain(|f| *f < nyquist);
+    }
+    spec.check().map_err(|e| anyhow::anyhow!("bad campaign: {e}"))?;
+    Ok(spec)
+}
+
+fn worker_binary(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("--worker-bin {} does not exist; build it with `cargo build --release -p vephys-worker`", path.display());
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("vephys-worker")));
+    if let Some(path) = sibling.filter(|p| p.is_file()) {
+        return Ok(path);
+    }
+    Ok(PathBuf::from("vephys-worker"))
+}
+
+fn spawn_worker(bin: &Path, coordinator: &Embedded, data: &DataDir, args: &LocalArgs) -> Result<Child> {
+    let log_path = data.root.join("worker.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    Command::new(bin)
+        .arg("serve")
+        .args(["--coordinator", &coordinator.url])
+        .args(["--store", &data.objects_url()])
+        .args(["--device", &args.device])
+        .args(["--max-jobs", &args.max_jobs.to_string()])
+        .arg("--spool-dir")
+        .arg(data.root.join("spool"))
+        .args(["--name", "local"])
+        // The token travels in the environment, not on the command line other users can read.
+        .env("VEPHYS_WORKER_TOKEN", &coordinator.worker_token)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start the worker {}; build it with `cargo build --release -p vephys-worker` or pass --worker-bin", bin.display()))
+}
+
+/// Registration, submission, progress, summary and report.
+async fn drive(
+    args: &LocalArgs,
+    spec: &CampaignSpec,
+    coordinator: &Embedded,
+    data: &DataDir,
+    worker: &mut Child,
+    started: Instant,
+) -> Result<()> {
+    let mut client = crate::connect_to(&coordinator.url, Some(&coordinator.user_token), None).await?;
+    wait_for_models(&mut client, worker, data).await?;
+    let submitted = client
+        .submit_campaign(SubmitCampaignRequest {
+            spec_toml: spec.to_toml(),
+        })
+        .await?
+        .into_inner();
+    let campaign = submitted.campaign.context("the coordinator returned no campaign")?;
+    let resumed = submitted.existing;
+    eprintln!(
+        "campaign {} ({}): {} jobs{} — data in {}",
+        campaign.id,
+        campaign.name,
+        total(&campaign),
+        if resumed { ", resumed" } else { "" },
+        data.root.display()
+    );
+    let finished = tokio::select! {
+        c = follow(&mut client, campaign.id) => c?,
+        status = worker.wait() => bail!(
+            "the worker exited ({}) before the campaign finished; see {}{}",
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            data.root.join("worker.log").display(),
+            log_tail(&data.root.join("worker.log"))
+        ),
+        _ = tokio::signal::ctrl_c() => bail!(
+            "interrupted; the worker reports its batch in flight, and running the same command again resumes campaign {}",
+            campaign.id
+        ),
+    };
+    let wall = started.elapsed();
+
+    let results = query_results(&mut client, finished.id).await?;
+    let units = report::units(&results);
+    println!();
+    report::print_table(&units);
+    let images = fetch_images(&results, &data.objects_url(), None).await?;
+    let index = report::write_report(&data.report(), &finished, &results, &|a| {
+        images
+            .get(&a.uri)
+            .cloned()
+            .with_context(|| format!("{} was not fetched", a.uri))
+    })?;
+    let compute: i64 = results
+        .iter()
+        .filter_map(|r| r.result.as_ref()?.provenance.as_ref().map(|p| p.duration_ms))
+        .sum();
+    println!();
+    println!("campaign {} {}: {} jobs", finished.id, finished.state, total(&finished));
+    if resumed {
+        println!("wall time {:.1} s (resumed run; overhead not measured)", wall.as_secs_f64());
+    } else {
+        let compute_s = compute as f64 / 1000.0;
+        println!(
+            "wall time {:.1} s, worker compute {:.1} s, overhead {:.1}% (start-up, scheduling, storage)",
+            wall.as_secs_f64(),
+            compute_s,
+            100.0 * (wall.as_secs_f64() - compute_s) / compute_s.max(1e-9)
+        );
+    }
+    println!("report: {}", index.display());
+    println!(
+        "query: vephys --data-dir {} results {}",
+        args.data_dir.display(),
+        finished.id
+    );
+    if finished.state != "succeeded" {
+        bail!(
+            "campaign {} ended {}; `vephys --data-dir {} status {}` shows the failed jobs' errors",
+            finished.id,
+            finished.state,
+            args.data_dir.display(),
+            finished.id
+        );
+    }
+    Ok(())
+}
+
+/// Waits until the worker has registered its models (it must load them first).
+async fn wait_for_models(client: &mut Client, worker: &mut Child, data: &DataDir) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let models = client.list_models(ListModelsRequest {}).await?.into_inner().models;
+        if !models.is_empty() {
+            return Ok(());
+        }
+        if let Some(status) = worker.try_wait()? {
+            bail!(
+                "the worker exited ({status}) during start-up{}",
+                log_tail(&data.root.join("worker.log"))
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the worker registered no model within 5 minutes; does its weights directory hold \
+                 <model>.safetensors (scripts/setup.sh)? see {}",
+                data.root.join("worker.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Shows progress until every job is finished; returns the final campaign.
+async fn follow(client: &mut Client, id: i64) -> Result<Campaign> {
+    let bar = ProgressBar::new(1000).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {percent:>3}% {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let mut stream = client
+        .watch_campaign(GetCampaignRequest { campaign_id: id })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(campaign) = stream.next().await {
+        let campaign = campaign?;
+        let t = campaign.totals.clone().unwrap_or_default();
+        let n = total(&campaign).max(1) as f64;
+        let done = (t.succeeded + t.failed + t.cancelled) as f64 + campaign.leased_progress;
+        bar.set_position((1000.0 * done / n) as u64);
+        bar.set_message(groups_line(&campaign));
+        last = Some(campaign);
+    }
+    bar.finish_and_clear();
+    match last {
+        Some(c) => Ok(client.get_campaign(GetCampaignRequest { campaign_id: c.id }).await?.into_inner()),
+        None => bail!("the coordinator ended the progress stream without news"),
+    }
+}
+
+/// `synthesis 16/16 · zoom 3/16 …`: finished jobs per probe.
+fn groups_line(c: &Campaign) -> String {
+    c.groups
+        .iter()
+        .map(|g| {
+            let k = g.counts.clone().unwrap_or_default();
+            let all = k.waiting + k.queued + k.leased + k.succeeded + k.failed + k.cancelled;
+            let failed = if k.failed > 0 { format!(" ({} failed)", k.failed) } else { String::new() };
+            format!("{} {}/{}{failed}", g.probe, k.succeeded + k.failed + k.cancelled, all)
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn total(c: &Campaign) -> u64 {
+    let t = c.totals.clone().unwrap_or_default();
+    t.waiting + t.queued + t.leased + t.succeeded + t.failed + t.cancelled
+}
+
+pub async fn query_results(client: &mut Client, id: i64) -> Result<Vec<JobResult>> {
+    let mut stream = client
+        .query_results(QueryResultsRequest {
+            campaign_id: id,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut results = Vec::new();
+    while let Some(r) = stream.next().await {
+        results.push(r?);
+    }
+    Ok(results)
+}
+
+/// Asks the worker to finish and waits for it (it has no batch in flight by now).
+async fn stop_worker(worker: &mut Child) {
+    if let Some(pid) = worker.id() {
+        // SIGTERM: the worker reports what it has and exits.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.is_err() {
+        let _ = worker.kill().await;
+    }
+}
+
+/// The last lines of a log, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join("\n  ");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its log ends:\n  {tail}")
+    }
+}

@@ -1,0 +1,316 @@
+//! Where vephys keeps images and records: a local directory (`file:///abs/dir`) or an
+//! S3-compatible bucket (`s3://bucket/prefix`), chosen by URL. Every object is addressed by a
+//! URI that names its store, and every read can be checked against the sha256 recorded when it
+//! was written, so a result row never points at bytes other than the ones it measured.
+//!
+//! S3 credentials and region come from the standard `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`) environment; a non-AWS server
+//! (Garage, MinIO, Ceph) is reached through an explicit endpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as Key;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("bad store url `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot {action} `{uri}`: {source}")]
+    Store {
+        action: &'static str,
+        uri: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("object `{uri}` has sha256 {actual} but {expected} was recorded; it was changed or corrupted after it was written")]
+    Sha256Mismatch {
+        uri: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("`{uri}` is not in the store `{store}`; read it with a store opened on its own url")]
+    Foreign { uri: String, store: String },
+}
+
+pub type Result<T, E = ObjectsError> = std::result::Result<T, E>;
+
+/// An object as written: where it is and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub uri: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Settings that do not fit in the store URL.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// e.g. `http://127.0.0.1:3900` for a Garage node; None for AWS itself.
+    pub endpoint: Option<String>,
+}
+
+/// An opened store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    /// The store's URL with exactly one trailing `/`; object URIs are `base + key`.
+    base: String,
+    /// Key prefix inside the bucket (S3) — empty for local directories, whose root is the prefix.
+    prefix: String,
+}
+
+impl Objects {
+    /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]`.
+    pub fn open(url: &str, s3: &S3Options) -> Result<Objects> {
+        let bad = |reason: &str| ObjectsError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "a file url needs an absolute path, e.g. file:///data/vephys",
+                ));
+            }
+            let dir = PathBuf::from(path.trim_end_matches('/'));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| bad(&format!("cannot create {}: {e}", dir.display())))?;
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| bad(&e.to_string()))?;
+            return Ok(Objects {
+                store: Arc::new(store),
+                base: format!("file://{}/", dir.display()),
+                prefix: String::new(),
+            });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket name; use s3://bucket or s3://bucket/prefix"));
+            }
+            // A few quick retries ride out a busy server; a wrong endpoint is reported in seconds,
+            // not after object_store's default three minutes of retrying.
+            let retry = RetryConfig {
+                max_retries: 4,
+                retry_timeout: Duration::from_secs(30),
+                ..RetryConfig::default()
+            };
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(5)));
+            if std::env::var_os("AWS_REGION").is_some() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+                builder = builder.with_region(std::env::var("AWS_REGION").unwrap_or_default());
+            }
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    // Garage, MinIO and friends serve path-style URLs; plain http only on loopback-ish setups
+                    .with_virtual_hosted_style_request(false)
+                    .with_allow_http(endpoint.starts_with("http://"));
+            }
+            let store = builder.build().map_err(|e| bad(&e.to_string()))?;
+            let prefix = prefix.trim_matches('/').to_string();
+            let base = if prefix.is_empty() {
+                format!("s3://{bucket}/")
+            } else {
+                format!("s3://{bucket}/{prefix}/")
+            };
+            return Ok(Objects {
+                store: Arc::new(store),
+                base,
+                prefix,
+            });
+        }
+        Err(bad("unknown scheme; use file:///abs/dir or s3://bucket/prefix"))
+    }
+
+    /// The store's URL, ending in `/`.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The URI `key` has (or would have) in this store.
+    pub fn uri(&self, key: &str) -> String {
+        format!("{}{}", self.base, key.trim_start_matches('/'))
+    }
+
+    fn key(&self, key: &str) -> Key {
+        let key = key.trim_start_matches('/');
+        if self.prefix.is_empty() {
+            Key::from(key)
+        } else {
+            Key::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// The key of `uri` relative to this store.
+    fn key_of(&self, uri: &str) -> Result<Key> {
+        match uri.strip_prefix(&self.base) {
+            Some(key) if !key.is_empty() => Ok(self.key(key)),
+            _ => Err(ObjectsError::Foreign {
+                uri: uri.to_string(),
+                store: self.base.clone(),
+            }),
+        }
+    }
+
+    /// Writes `bytes` under `key` (replacing what was there) and returns its URI and sha256.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<Stored> {
+        let uri = self.uri(key);
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        self.store
+            .put(&self.key(key), PutPayload::from(bytes))
+            .await
+            .map_err(|source| ObjectsError::Store {
+                action: "write",
+                uri: uri.clone(),
+                source,
+            })?;
+        Ok(Stored {
+            uri,
+            sha256,
+            bytes: size,
+        })
+    }
+
+    /// Reads the object at `uri`, which must be in this store.
+    pub async fn get(&self, uri: &str) -> Result<Vec<u8>> {
+        let key = self.key_of(uri)?;
+        let read = |source| ObjectsError::Store {
+            action: "read",
+            uri: uri.to_string(),
+            source,
+        };
+        let got = self.store.get(&key).await.map_err(read)?;
+        Ok(got.bytes().await.map_err(read)?.to_vec())
+    }
+
+    /// Reads the object at `uri` and checks it still has the recorded sha256.
+    pub async fn get_verified(&self, uri: &str, sha256: &str) -> Result<Vec<u8>> {
+        let bytes = self.get(uri).await?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(ObjectsError::Sha256Mismatch {
+                uri: uri.to_string(),
+                expected: sha256.to_lowercase(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Whether an object exists at `uri`.
+    pub async fn exists(&self, uri: &str) -> Result<bool> {
+        match self.store.head(&self.key_of(uri)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(ObjectsError::Store {
+                action: "look up",
+                uri: uri.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Proves the store is reachable with the given credentials by writing, reading back and
+    /// deleting a small object under `_vephys/check/`. Run at start-up, so a wrong key or
+    /// endpoint is reported before any work is leased.
+    pub async fn check_read_write(&self, who: &str) -> Result<()> {
+        let key = format!("_vephys/check/{who}");
+        let stored = self.put(&key, who.as_bytes().to_vec()).await?;
+        self.get_verified(&stored.uri, &stored.sha256).await?;
+        self.store
+            .delete(&self.key(&key))
+            .await
+            .map_err(|source| ObjectsError::Store {
+                action: "delete",
+                uri: stored.uri,
+                source,
+            })
+    }
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The local path of a `file://` URI, for tools that want to open the file themselves.
+pub fn local_path(uri: &str) -> Option<&Path> {
+    uri.strip_prefix("file://").map(Path::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_round_trip_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/store", dir.path().display());
+        let objects = Objects::open(&url, &S3Options::default()).unwrap();
+        let stored = objects.put("a/b/c.txt", b"hello".to_vec()).await.unwrap();
+        assert_eq!(stored.uri, format!("{url}/a/b/c.txt"));
+        assert_eq!(stored.bytes, 5);
+        assert_eq!(
+            std::fs::read(local_path(&stored.uri).unwrap()).unwrap(),
+            b"hello"
+        );
+        let back = objects.get_verified(&stored.uri, &stored.sha256).await.unwrap();
+        assert_eq!(back, b"hello");
+        assert!(objects.exists(&stored.uri).await.unwrap());
+        assert!(!objects.exists(&objects.uri("nope")).await.unwrap());
+
+        std::fs::write(local_path(&stored.uri).unwrap(), b"HELLO").unwrap();
+        let err = objects
+            .get_verified(&stored.uri, &stored.sha256)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ObjectsError::Sha256Mismatch { .. }), "{err}");
+
+        let err = objects.get("s3://elsewhere/x").await.unwrap_err();
+        assert!(matches!(err, ObjectsError::Foreign { .. }), "{err}");
+        objects.check_read_write("test").await.unwrap();
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        for url in ["relative/dir", "file://relative", "s3://", "gs://bucket"] {
+            let err = Objects::open(url, &S3Options::default()).unwrap_err();
+            assert!(matches!(err, ObjectsError::BadUrl { .. }), "{url}: {err}");
+        }
+    }
+
+    /// A real round trip against the S3-compatible server scripts/test.sh starts (Garage).
+    #[tokio::test]
+    async fn s3_round_trip() {
+        let (Ok(endpoint), Ok(bucket)) = (
+            std::env::var("VEPHYS_TEST_S3_ENDPOINT"),
+            std::env::var("VEPHYS_TEST_S3_BUCKET"),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run this test against a real S3 server: set VEPHYS_TEST_S3_ENDPOINT (scripts/test.sh does)"
+            );
+            eprintln!("skipped: VEPHYS_TEST_S3_ENDPOINT is not set (scripts/garage.sh start)");
+            return;
+        };
+        let s3 = S3Options {
+            endpoint: Some(endpoint),
+        };
+        let objects = Objects::open(&format!("s3://{bucket}/objects-test"), &s3).unwrap();
+        let stored = objects.put("x/y.bin", vec![7u8; 1000]).await.unwrap();
+        assert!(stored.uri.starts_with(&format!("s3://{bucket}/objects-test/x/y.bin")));
+        let back = objects.get_verified(&stored.uri, &stored.sha256).await.unwrap();
+        assert_eq!(back, vec![7u8; 1000]);
+        objects.check_read_write("s3-test").await.unwrap();
+    }
+}

@@ -1,0 +1,72 @@
+//! The worker's gRPC client: bearer token on every call, and patience with a coordinator that
+//! is restarting. Transient failures are retried with capped exponential backoff and jitter;
+//! anything else is the caller's to handle.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rand::Rng;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use vephys_proto::bearer::BearerToken;
+use vephys_proto::v1::workers_client::WorkersClient;
+
+pub type Api = WorkersClient<InterceptedService<Channel, BearerToken>>;
+
+/// A client that connects on first use, so a coordinator that is not up yet is waited for.
+pub fn connect(url: &str, token: Option<&str>) -> Result<Api> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("--coordinator `{url}` is not a url; use e.g. http://127.0.0.1:7070"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60));
+    let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    Ok(WorkersClient::with_interceptor(endpoint.connect_lazy(), token))
+}
+
+/// Whether waiting and trying again can help: the coordinator is down, restarting or busy.
+pub fn transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown
+    )
+}
+
+/// Exponential backoff with full jitter, from 0.5 s up to 30 s.
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        Backoff { attempt: 0 }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = (500u64 << self.attempt.min(6)).min(30_000);
+        self.attempt += 1;
+        Duration::from_millis(rand::thread_rng().gen_range(cap / 2..=cap))
+    }
+}
+
+/// Runs `call` until it succeeds or fails for a reason other than a transient one. `what`
+/// names the call in the log.
+pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match call().await {
+            Err(status) if transient(&status) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(call = what, error = %status.message(), code = ?status.code(),
+                    retry_in_ms = delay.as_millis() as u64, "coordinator unreachable; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The compute thread: owns the loaded networks (libtorch modules stay on one thread, and a
+//! model is loaded once however many batches use it) and runs one batch of one (model, layer,
+//! probe) at a time. The async side sends it work and awaits the answer, so heartbeats and
+//! uploads never wait behind a forward pass.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use tch::{Device, Tensor};
+use vephys_proto::spec::Probe;
+use vephys_worker::models::Network;
+use vephys_worker::probes::{baseline, color, grating, hue, rotation, zoom, ProbeResult};
+use vephys_worker::provenance::Provenance;
+use vephys_worker::synthesis::{synthesize, ColorMode, Status, SynthParams};
+use vephys_worker::WorkerError;
+
+use super::params::Params;
+use super::results::{self, Finished};
+
+/// One batch: jobs of one (model, layer, probe) with the same parameters.
+pub struct Batch {
+    pub model: String,
+    /// A local safetensors file whose sha256 the caller has checked.
+    pub weights: PathBuf,
+    pub weights_sha256: String,
+    pub layer: String,
+    pub probe: Probe,
+    pub params: Params,
+    pub jobs: Vec<BatchJob>,
+    /// Fraction done, in millionths, for heartbeats.
+    pub progress: Arc<AtomicU32>,
+}
+
+pub struct BatchJob {
+    pub job_id: i64,
+    pub filter: i64,
+    /// PNG bytes of the filter's max image (probes that start from it); None for a dead unit.
+    pub max_image: Option<Vec<u8>>,
+}
+
+/// Why a batch could not be done, and whether trying again could help.
+#[derive(Debug)]
+pub struct BatchError {
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl From<WorkerError> for BatchError {
+    fn from(e: WorkerError) -> Self {
+        // The job itself is wrong (names, ranges, parameters): no other worker would do better.
+        let permanent = matches!(
+            e,
+            WorkerError::UnknownModel { .. }
+                | WorkerError::UnknownLayer { .. }
+                | WorkerError::FilterOutOfRange { .. }
+                | WorkerError::BadFilterSpec { .. }
+                | WorkerError::ImageTooSmall { .. }
+                | WorkerError::BadParameter { .. }
+        );
+        BatchError {
+            permanent,
+            message: e.to_string(),
+        }
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Finished>, BatchError>>;
+
+/// Handle to the compute thread.
+pub struct Compute {
+    work: mpsc::Sender<(Batch, Reply)>,
+}
+
+impl Compute {
+    pub fn spawn(device: Device) -> Compute {
+        let (work, queue) = mpsc::channel::<(Batch, Reply)>();
+        std::thread::Builder::new()
+            .name("compute".into())
+            .spawn(move || {
+                let mut models = Models::new(device);
+                for (batch, reply) in queue {
+                    let result = models.run(&batch);
+                    let _ = reply.send(result);
+                }
+            })
+            .expect("spawn the compute thread");
+        Compute { work }
+    }
+
+    pub async fn run(&self, batch: Batch) -> Result<Vec<Finished>, BatchError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.work
+            .send((batch, reply))
+            .map_err(|_| retryable("the compute thread stopped"))?;
+        answer
+            .await
+            .map_err(|_| retryable("the compute thread stopped (a libtorch panic?)"))?
+    }
+}
+
+fn retryable(message: &str) -> BatchError {
+    BatchError {
+        permanent: false,
+        message: message.to_string(),
+    }
+}
+
+/// Loaded networks by model name, each with the sha256 of its weights.
+struct Models {
+    device: Device,
+    loaded: HashMap<String, Network>,
+}
+
+impl Models {
+    fn new(device: Device) -> Models {
+        Models {
+            device,
+            loaded: HashMap::new(),
+        }
+    }
+
+    fn network(&mut self, batch: &Batch) -> Result<&Network, WorkerError> {
+        let stale = self
+            .loaded
+            .get(&batch.model)
+            .is_some_and(|n| n.weights_sha256() != Some(batch.weights_sha256.as_str()));
+        if stale || !self.loaded.contains_key(&batch.model) {
+            let mut net = Network::build(&batch.model, self.device)?;
+            net.load_weights(&batch.weights)?;
+            tracing::info!(model = %batch.model, weights = %batch.weights.display(), "model loaded");
+            self.loaded.insert(batch.model.clone(), net);
+        }
+        Ok(&self.loaded[&batch.model])
+    }
+
+    fn run(&mut self, batch: &Batch) -> Result<Vec<Finished>, BatchError> {
+        let started = Instant::now();
+        let net = self.network(batch)?;
+        let mut finished = run_batch(net, batch)?;
+        // Compute time is shared evenly: the batch ran as one.
+        let per_job = started.elapsed().as_secs_f64() / batch.jobs.len().max(1) as f64;
+        for f in &mut finished {
+            f.seconds = per_job;
+        }
+        Ok(finished)
+    }
+}
+
+/// Counts work units (synthesis steps, probe batches) into the shared progress fraction.
+struct Progress<'a> {
+    done: u64,
+    total: u64,
+    shared: &'a AtomicU32,
+}
+
+impl Progress<'_> {
+    fn tick(&mut self) {
+        self.done += 1;
+        let fraction = (self.done as f64 / self.total.max(1) as f64).min(1.0);
+        self.shared
+            .store((fraction * 1e6) as u32, Ordering::Relaxed);
+    }
+}
+
+fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> {
+    let layer = net.layer_index(&batch.layer)?;
+    let shape = net.check_size(layer, batch.params.size)?;
+    for job in &batch.jobs {
+        if !(0..shape.channels).contains(&job.filter) {
+            return Err(WorkerError::FilterOutOfRange {
+                layer: shape.name.clone(),
+                filter: job.filter,
+                channels: shape.channels,
+            }
+            .into());
+        }
+    }
+    let provenance = Provenance::of(net);
+    let ctx = results::Context {
+        layer: &shape.name,
+        provenance: &provenance,
+        params: &batch.params,
+    };
+    let filters: Vec<i64> = batch.jobs.iter().map(|j| j.filter).collect();
+    let p = &batch.params;
+    let synth = || {
+        p.synthesis.clone().ok_or_else(|| BatchError {
+            permanent: true,
+            message: format!("{} job without synthesis parameters", batch.probe),
+        })
+    };
+    let steps = |s: &SynthParams| s.steps as u64;
+    match batch.probe {
+        Probe::Synthesis => {
+            let s = synth()?;
+            let mut progress = Progress {
+                done: 0,
+                total: steps(&s),
+                shared: &batch.progress,
+            };
+            let outcomes = synthesize(net, layer, &filters, &s, &mut || progress.tick())?;
+            let ids = batch.jobs.iter().map(|j| j.job_id);
+            ids.zip(&outcomes)
+                .map(|(id, o)| results::synthesis(&ctx, id, o))
+                .collect::<Result<_, _>>()
+                .map_err(Into::into)
+        }
+        Probe::Baseline | Probe::Zoom | Probe::Rotation => {
+            let size = synth()?.size;
+            let (live, images, mut finished) = max_images(batch, size)?;
+            if live.is_empty() {
+                return Ok(finished);
+            }
+            let lf: Vec<i64> = live.iter().map(|j| j.filter).collect();
+            let probed: Vec<ProbeResult> = match batch.probe {
+                Probe::Baseline => baseline::run(net, layer, &lf, &images, &p.probe)?
+                    .into_iter()
+                    .map(ProbeResult::Baseline)
+                    .collect(),
+                Probe::Zoom => zoom::run(net, layer, &lf, &images, &p.probe)?
+                    .into_iter()
+                    .map(ProbeResult::Zoom)
+                    .collect(),
+                _ => rotation::run(net, layer, &lf, &images, &p.probe)?
+                    .into_iter()
+                    .map(ProbeResult::Rotation)
+                    .collect(),
+            };
+            batch.progress.store(1_000_000, Ordering::Relaxed);
+            for (job, r) in live.iter().zip(&probed) {
+                finished.push(results::probe(&ctx, job.job_id, job.filter, r, Vec::new())?);
+            }
+            Ok(finished)
+        }
+        Probe::Color => {
+            let base = synth()?;
+            let steps_each = p.color_steps.unwrap_or(base.steps);
+            let mut progress = Progress {
+                done: 0,
+                total: 3 * steps_each as u64,
+                shared: &batch.progress,
+            };
+            let mut runs = Vec::with_capacity(3);
+            for mode in [ColorMode::R, ColorMode::G, ColorMode::B] {
+                let s = SynthParams {
+                    color: mode,
+                    steps: steps_each,
+                    ..base.clone()
+                };
+                runs.push(synthesize(net, layer, &filters, &s, &mut || progress.tick())?);
+            }
+            let mut triples = Vec::with_capacity(filters.len());
+            let mut files = Vec::with_capacity(filters.len());
+            for i in 0..filters.len() {
+                let mut images: Vec<Tensor> = Vec::with_capacity(3);
+                let mut pngs = Vec::with_capacity(3);
+                for (c, run) in runs.iter().enumerate() {
+                    let o = &run[i];
+                    match o.status {
+                        Status::Ok => {
+                            pngs.push(results::png_file(
+                                &format!("max_image_{}", color::CHANNELS[c]),
+                                &o.image,
+                            )?);
+                            images.push(o.image.shallow_clone());
+                        }
+                        // A channel that cannot drive the unit shows it the mean colour there.
+                        Status::Dead => {
+                            images.push(color::dead_channel_image(c, base.size, Device::Cpu)?)
+                        }
+                    }
+                }
+                let [r, g, b]: [Tensor; 3] = images.try_into().expect("three channels");
+                triples.push([r, g, b]);
+                files.push(pngs);
+            }
+            let probed = color::run(net, layer, &filters, &triples, &p.probe)?;
+            batch
+                .jobs
+                .iter()
+                .zip(probed)
+                .zip(files)
+                .map(|((job, r), pngs)| {
+                    results::probe(&ctx, job.job_id, job.filter, &ProbeResult::Color(r), pngs)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(Into::into)
+        }
+        Probe::Grating | Probe::Hue => {
+            let probed: Vec<ProbeResult> = if batch.probe == Probe::Grating {
+                grating::run(net, layer, &filters, p.size, &p.probe)?
+                    .into_iter()
+                    .map(|g| ProbeResult::Grating(Box::new(g)))
+                    .collect()
+            } else {
+                hue::run(net, layer, &filters, p.size, &p.probe)?
+                    .into_iter()
+                    .map(ProbeResult::Hue)
+                    .collect()
+            };
+            batch.progress.store(1_000_000, Ordering::Relaxed);
+            batch
+                .jobs
+                .iter()
+                .zip(&probed)
+                .map(|(job, r)| results::probe(&ctx, job.job_id, job.filter, r, Vec::new()))
+                .collect::<Result<_, _>>()
+                .map_err(Into::into)
+        }
+    }
+}
+
+/// Splits a batch into the jobs whose max image exists (decoded, checked for size) and the
+/// already finished results of dead units, which have none.
+fn max_images(
+    batch: &Batch,
+    size: i64,
+) -> Result<(Vec<&BatchJob>, Vec<Tensor>, Vec<Finished>), BatchError> {
+    let mut live = Vec::new();
+    let mut images = Vec::new();
+    let mut dead = Vec::new();
+    for job in &batch.jobs {
+        match &job.max_image {
+            Some(png) => {
+                images.push(results::decode_png(png, size)?);
+                live.push(job);
+            }
+            None => dead.push(results::dead_unit(job.job_id, job.filter, batch.probe)),
+        }
+    }
+    Ok((live, images, dead))
+}

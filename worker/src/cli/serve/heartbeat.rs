@@ -1,0 +1,76 @@
+//! Heartbeats beside the compute: while a batch runs, extend its leases every third of the
+//! lease time and carry its progress; remember the jobs the coordinator says this worker must
+//! drop (cancelled, or lost to another worker after a pause), so their results are never sent.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vephys_proto::v1::{HeartbeatRequest, JobProgress};
+
+use super::client::{transient, Api};
+
+/// Jobs to drop, shared between the heartbeat task and the batch that owns them.
+#[derive(Clone, Default)]
+pub struct Dropped(Arc<Mutex<HashSet<i64>>>);
+
+impl Dropped {
+    pub fn add(&self, ids: impl IntoIterator<Item = i64>) {
+        self.0.lock().expect("dropped set").extend(ids);
+    }
+
+    pub fn contains(&self, id: i64) -> bool {
+        self.0.lock().expect("dropped set").contains(&id)
+    }
+}
+
+/// Starts heartbeating `jobs` (id, token); stops when the returned handle is dropped or aborted.
+pub fn spawn(
+    api: Api,
+    worker_id: i64,
+    jobs: Vec<(i64, i64)>,
+    progress: Arc<AtomicU32>,
+    interval: Duration,
+    dropped: Dropped,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut api = api;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await; // the first tick is immediate; the lease was just granted
+        loop {
+            ticker.tick().await;
+            let fraction = progress.load(Ordering::Relaxed) as f32 / 1e6;
+            let request = HeartbeatRequest {
+                worker_id,
+                jobs: jobs
+                    .iter()
+                    .filter(|(id, _)| !dropped.contains(*id))
+                    .map(|&(job_id, token)| JobProgress {
+                        job_id,
+                        token,
+                        progress: fraction,
+                    })
+                    .collect(),
+            };
+            if request.jobs.is_empty() {
+                return;
+            }
+            match api.heartbeat(request).await {
+                Ok(response) => {
+                    let r = response.into_inner();
+                    if !r.lost.is_empty() || !r.cancelled.is_empty() {
+                        tracing::warn!(lost = ?r.lost, cancelled = ?r.cancelled,
+                            "coordinator says to drop jobs; their results will not be sent");
+                    }
+                    dropped.add(r.lost.into_iter().chain(r.cancelled));
+                }
+                // Keep computing: the result is still worth sending if the lease survives.
+                Err(status) if transient(&status) => {
+                    tracing::warn!(error = %status.message(), "heartbeat failed; coordinator unreachable")
+                }
+                Err(status) => tracing::error!(error = %status.message(), code = ?status.code(), "heartbeat refused"),
+            }
+        }
+    })
+}
