@@ -31,9 +31,13 @@ pub fn fetch_verified(
     artifact: &Artifact,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let bytes = fetch(artifact).with_context(|| format!("fetching {what} from {}", artifact.uri))?;
+    let bytes =
+        fetch(artifact).with_context(|| format!("fetching {what} from {}", artifact.uri))?;
     if artifact.sha256.is_empty() {
-        bail!("{what} at {} has no recorded sha256, so it cannot be verified", artifact.uri);
+        bail!(
+            "{what} at {} has no recorded sha256, so it cannot be verified",
+            artifact.uri
+        );
     }
     let actual = hex::encode(Sha256::digest(&bytes));
     if !actual.eq_ignore_ascii_case(artifact.sha256.trim()) {
@@ -63,7 +67,8 @@ pub struct Staging {
 
 impl Staging {
     pub fn new(dir: &Path) -> Result<Staging> {
-        fs::create_dir_all(dir).with_context(|| format!("creating report directory {}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("creating report directory {}", dir.display()))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -71,7 +76,10 @@ impl Staging {
         let root = dir.join(format!(".vephys-report-{}-{nanos}", std::process::id()));
         fs::create_dir_all(root.join("images"))
             .with_context(|| format!("creating staging directory {}", root.display()))?;
-        Ok(Staging { root, images: Vec::new() })
+        Ok(Staging {
+            root,
+            images: Vec::new(),
+        })
     }
 
     /// Stages `images/<name>`.
@@ -89,7 +97,8 @@ impl Staging {
         fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
         for name in std::mem::take(&mut self.images) {
             let (from, to) = (self.root.join("images").join(&name), images.join(&name));
-            fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+            fs::rename(&from, &to)
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
         }
         let index = dir.join("index.html");
         fs::rename(self.root.join("index.html"), &index)
@@ -109,7 +118,9 @@ impl Drop for Staging {
 /// after a power cut.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }

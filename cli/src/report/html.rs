@@ -57,10 +57,16 @@ pub fn anchor(layer: &str, filter: i64) -> String {
 
 pub fn page(campaign: &Campaign, units: &[Unit], grouped: &Grouped, images: &Images) -> String {
     let mut h = String::new();
-    let title = format!("{} — {} (campaign {})", campaign.name, campaign.model, campaign.id);
+    let title = format!(
+        "{} — {} (campaign {})",
+        campaign.name, campaign.model, campaign.id
+    );
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
-    h.push_str(&format!("<title>{}</title><style>{CSS}</style></head><body>\n", esc(&title)));
+    h.push_str(&format!(
+        "<title>{}</title><style>{CSS}</style></head><body>\n",
+        esc(&title)
+    ));
     header(&mut h, campaign, units);
     summary_table(&mut h, units);
 
@@ -70,7 +76,10 @@ pub fn page(campaign: &Campaign, units: &[Unit], grouped: &Grouped, images: &Ima
         layers.entry(u.layer.as_str()).or_default().push(u);
     }
     for (layer, us) in &layers {
-        h.push_str(&format!("<h2>Max images · {}</h2>\n<div class=\"grid\">", esc(layer)));
+        h.push_str(&format!(
+            "<h2>Max images · {}</h2>\n<div class=\"grid\">",
+            esc(layer)
+        ));
         for u in us {
             let href = anchor(layer, u.filter);
             let img = images.get(&(*layer, u.filter)).and_then(|i| i.max.as_ref());
@@ -82,7 +91,11 @@ pub fn page(campaign: &Campaign, units: &[Unit], grouped: &Grouped, images: &Ima
                 ),
                 None => format!("<span class=\"none\">{}</span>", esc(&u.status)),
             };
-            h.push_str(&format!("<a href=\"#{}\">{cell}{}</a>", esc(&href), u.filter));
+            h.push_str(&format!(
+                "<a href=\"#{}\">{cell}{}</a>",
+                esc(&href),
+                u.filter
+            ));
         }
         h.push_str("</div>\n");
     }
@@ -129,7 +142,11 @@ fn header(h: &mut String, c: &Campaign, units: &[Unit]) {
 fn summary_table(h: &mut String, units: &[Unit]) {
     h.push_str("<h2>Units</h2>\n<table class=\"summary\"><thead><tr>");
     for (head, n) in HEADERS.iter().zip(NUMERIC) {
-        h.push_str(&format!("<th{}>{}</th>", if n { " class=\"n\"" } else { "" }, esc(head)));
+        h.push_str(&format!(
+            "<th{}>{}</th>",
+            if n { " class=\"n\"" } else { "" },
+            esc(head)
+        ));
     }
     h.push_str("</tr></thead><tbody>\n");
     for u in units {
@@ -138,7 +155,11 @@ fn summary_table(h: &mut String, units: &[Unit]) {
             let class = if n { " class=\"n\"" } else { "" };
             // the filter number links to the unit's section
             let text = if i == 1 {
-                format!("<a href=\"#{}\">{}</a>", esc(&anchor(&u.layer, u.filter)), esc(cell))
+                format!(
+                    "<a href=\"#{}\">{}</a>",
+                    esc(&anchor(&u.layer, u.filter)),
+                    esc(cell)
+                )
             } else {
                 esc(cell)
             };

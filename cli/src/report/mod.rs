@@ -33,8 +33,11 @@ use vephys_proto::v1::{Artifact, Campaign, JobResult};
 pub use units::{print_table, units, Unit};
 
 /// Single-colour images of the colour job, as (artifact kind, file suffix, caption).
-const CHANNELS: [(&str, &str, &str); 3] =
-    [("max_image_r", "r", "R"), ("max_image_g", "g", "G"), ("max_image_b", "b", "B")];
+const CHANNELS: [(&str, &str, &str); 3] = [
+    ("max_image_r", "r", "R"),
+    ("max_image_g", "g", "G"),
+    ("max_image_b", "b", "B"),
+];
 
 /// Writes `dir/index.html` and the images it shows; returns the page's path.
 ///
@@ -57,7 +60,10 @@ pub fn write_report(
     let mut images = html::Images::new();
     for (&(layer, filter), probes) in &grouped {
         let mut found = html::UnitImages::default();
-        if let Some(a) = probes.get("synthesis").and_then(|r| artifact(r, "max_image")) {
+        if let Some(a) = probes
+            .get("synthesis")
+            .and_then(|r| artifact(r, "max_image"))
+        {
             let name = files::image_name(layer, filter, None);
             let what = format!("the max image of {layer} filter {filter}");
             staging.image(&name, &files::fetch_verified(fetch, a, &what)?)?;

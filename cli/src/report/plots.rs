@@ -51,10 +51,27 @@ fn figures_of(probe: &str, r: &JobResult) -> Vec<Figure> {
         }
         "rotation" => {
             let mut caption = tuning_caption(&d, "°", "°");
-            push_num(&mut caption, "circular variance", d.get("circular_variance"), "");
-            push_num(&mut caption, "symmetry period", d.get("symmetry_period_deg"), "°");
+            push_num(
+                &mut caption,
+                "circular variance",
+                d.get("circular_variance"),
+                "",
+            );
+            push_num(
+                &mut caption,
+                "symmetry period",
+                d.get("symmetry_period_deg"),
+                "°",
+            );
             let axis = XAxis::Linear(Some((0.0, 360.0, 90.0)));
-            line("rotation", "angle (degrees, counterclockwise)", axis, &pts, None, caption)
+            line(
+                "rotation",
+                "angle (degrees, counterclockwise)",
+                axis,
+                &pts,
+                None,
+                caption,
+            )
         }
         "color" => {
             let mut caption = Vec::new();
@@ -76,15 +93,34 @@ fn figures_of(probe: &str, r: &JobResult) -> Vec<Figure> {
             bars("baseline", &pts, colour_of_baseline, caption)
         }
         "grating" => {
-            let orientation: Vec<&TuningPoint> =
-                pts.iter().copied().filter(|p| p.probe == "grating.orientation").collect();
-            let frequency: Vec<&TuningPoint> =
-                pts.iter().copied().filter(|p| p.probe == "grating.frequency").collect();
-            let mut oc = d.get("orientation").map(|t| tuning_caption(t, "°", "°")).unwrap_or_default();
+            let orientation: Vec<&TuningPoint> = pts
+                .iter()
+                .copied()
+                .filter(|p| p.probe == "grating.orientation")
+                .collect();
+            let frequency: Vec<&TuningPoint> = pts
+                .iter()
+                .copied()
+                .filter(|p| p.probe == "grating.frequency")
+                .collect();
+            let mut oc = d
+                .get("orientation")
+                .map(|t| tuning_caption(t, "°", "°"))
+                .unwrap_or_default();
             push_num(&mut oc, "circular variance", d.get("circular_variance"), "");
-            let fc = d.get("frequency").map(|t| tuning_caption(t, " c/img", " octaves")).unwrap_or_default();
+            let fc = d
+                .get("frequency")
+                .map(|t| tuning_caption(t, " c/img", " octaves"))
+                .unwrap_or_default();
             let axis = XAxis::Linear(Some((0.0, 180.0, 45.0)));
-            let mut out = line("grating orientation", "orientation (degrees)", axis, &orientation, None, oc);
+            let mut out = line(
+                "grating orientation",
+                "orientation (degrees)",
+                axis,
+                &orientation,
+                None,
+                oc,
+            );
             out.extend(line(
                 "grating frequency",
                 "spatial frequency (cycles per image)",
@@ -97,10 +133,25 @@ fn figures_of(probe: &str, r: &JobResult) -> Vec<Figure> {
         }
         "hue" => {
             let mut caption = tuning_caption(&d, "°", "°");
-            push_num(&mut caption, "circular variance", d.get("circular_variance"), "");
-            let hues = pts.iter().map(|p| format!("hsl({:.0},90%,45%)", p.x.rem_euclid(360.0))).collect();
+            push_num(
+                &mut caption,
+                "circular variance",
+                d.get("circular_variance"),
+                "",
+            );
+            let hues = pts
+                .iter()
+                .map(|p| format!("hsl({:.0},90%,45%)", p.x.rem_euclid(360.0)))
+                .collect();
             let axis = XAxis::Linear(Some((0.0, 360.0, 90.0)));
-            line("hue", "hue angle (degrees)", axis, &pts, Some(hues), caption)
+            line(
+                "hue",
+                "hue angle (degrees)",
+                axis,
+                &pts,
+                Some(hues),
+                caption,
+            )
         }
         other => {
             let caption = tuning_caption(&d, "", "");
@@ -143,11 +194,19 @@ fn line(
             },
         ],
     };
-    vec![Figure { svg: svg::line_plot(&plot), caption: caption.join(" · ") }]
+    vec![Figure {
+        svg: svg::line_plot(&plot),
+        caption: caption.join(" · "),
+    }]
 }
 
 /// A bar plot of max activity per labelled stimulus, in stimulus order.
-fn bars(title: &str, pts: &[&TuningPoint], colour: fn(&str) -> &'static str, caption: Vec<String>) -> Vec<Figure> {
+fn bars(
+    title: &str,
+    pts: &[&TuningPoint],
+    colour: fn(&str) -> &'static str,
+    caption: Vec<String>,
+) -> Vec<Figure> {
     if pts.is_empty() {
         return Vec::new();
     }
@@ -155,10 +214,18 @@ fn bars(title: &str, pts: &[&TuningPoint], colour: fn(&str) -> &'static str, cap
         .iter()
         .map(|p| {
             let label = p.label.clone().unwrap_or_else(|| num(p.x));
-            Bar { colour: colour(&label).to_string(), label, max: p.max_act, mean: p.mean_act }
+            Bar {
+                colour: colour(&label).to_string(),
+                label,
+                max: p.max_act,
+                mean: p.mean_act,
+            }
         })
         .collect();
-    vec![Figure { svg: svg::bar_plot(title, "activity", &bars), caption: caption.join(" · ") }]
+    vec![Figure {
+        svg: svg::bar_plot(title, "activity", &bars),
+        caption: caption.join(" · "),
+    }]
 }
 
 const RED: &str = "rgb(214,39,40)";
@@ -201,7 +268,12 @@ fn colour_of_baseline(label: &str) -> &'static str {
 fn tuning_caption(t: &Value, unit: &str, bandwidth_unit: &str) -> Vec<String> {
     let mut out = Vec::new();
     push_num(&mut out, "preferred", t.get("preferred"), unit);
-    push_num(&mut out, "bandwidth (FWHM)", t.get("bandwidth"), bandwidth_unit);
+    push_num(
+        &mut out,
+        "bandwidth (FWHM)",
+        t.get("bandwidth"),
+        bandwidth_unit,
+    );
     push_num(&mut out, "peak/mean", t.get("peak_to_mean"), "");
     if t.get("flat").and_then(Value::as_bool) == Some(true) {
         out.push("flat (no tuning)".into());
@@ -236,6 +308,9 @@ mod tests {
     #[test]
     fn captions_skip_nulls() {
         let t: Value = serde_json::json!({"preferred": 90.0, "bandwidth": null, "flat": false});
-        assert_eq!(tuning_caption(&t, "°", "°"), vec!["preferred 90°".to_string()]);
+        assert_eq!(
+            tuning_caption(&t, "°", "°"),
+            vec!["preferred 90°".to_string()]
+        );
     }
 }

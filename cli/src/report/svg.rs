@@ -203,30 +203,69 @@ fn y_axis(out: &mut String, y: &Scale, ticks: &[f64], label: &str, x0: f64, x1: 
 
 /// The x domain and ticks of a line plot.
 fn x_scale(axis: &XAxis, xs: &[f64], p0: f64, p1: f64) -> (Scale, Vec<f64>) {
-    let (dmin, dmax) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-        (a.min(x), b.max(x))
-    });
+    let (dmin, dmax) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     match axis {
         XAxis::Log2 => {
             let (lo, hi) = if dmin.is_finite() {
-                (dmin.log2().floor(), dmax.log2().ceil().max(dmin.log2().floor() + 1.0))
+                (
+                    dmin.log2().floor(),
+                    dmax.log2().ceil().max(dmin.log2().floor() + 1.0),
+                )
             } else {
                 (-1.0, 1.0)
             };
-            let ticks = (lo as i64..=hi as i64).map(|e| 2f64.powi(e as i32)).collect();
-            let scale = Scale { lo: 2f64.powf(lo), hi: 2f64.powf(hi), p0, p1, log2: true };
+            let ticks = (lo as i64..=hi as i64)
+                .map(|e| 2f64.powi(e as i32))
+                .collect();
+            let scale = Scale {
+                lo: 2f64.powf(lo),
+                hi: 2f64.powf(hi),
+                p0,
+                p1,
+                log2: true,
+            };
             (scale, ticks)
         }
         XAxis::Linear(Some((lo, hi, step))) => {
-            let lo = if dmin.is_finite() { lo.min((dmin / step).floor() * step) } else { *lo };
-            let hi = if dmax.is_finite() { hi.max((dmax / step).ceil() * step) } else { *hi };
-            let scale = Scale { lo, hi, p0, p1, log2: false };
+            let lo = if dmin.is_finite() {
+                lo.min((dmin / step).floor() * step)
+            } else {
+                *lo
+            };
+            let hi = if dmax.is_finite() {
+                hi.max((dmax / step).ceil() * step)
+            } else {
+                *hi
+            };
+            let scale = Scale {
+                lo,
+                hi,
+                p0,
+                p1,
+                log2: false,
+            };
             (scale, ticks_every(lo, hi, *step))
         }
         XAxis::Linear(None) => {
-            let (lo, hi, ticks) =
-                if dmin.is_finite() { nice_domain(dmin, dmax, 5.0) } else { nice_domain(0.0, 1.0, 5.0) };
-            (Scale { lo, hi, p0, p1, log2: false }, ticks)
+            let (lo, hi, ticks) = if dmin.is_finite() {
+                nice_domain(dmin, dmax, 5.0)
+            } else {
+                nice_domain(0.0, 1.0, 5.0)
+            };
+            (
+                Scale {
+                    lo,
+                    hi,
+                    p0,
+                    p1,
+                    log2: false,
+                },
+                ticks,
+            )
         }
     }
 }
@@ -252,7 +291,13 @@ pub fn line_plot(p: &LinePlot) -> String {
     let xs: Vec<f64> = series.iter().flatten().map(|p| p.1).collect();
     let (x, x_ticks) = x_scale(&p.x_axis, &xs, x0, x1);
     let (ylo, yhi, y_ticks) = y_domain(series.iter().flatten().map(|p| p.2));
-    let y = Scale { lo: ylo, hi: yhi, p0: y0, p1: y1, log2: false };
+    let y = Scale {
+        lo: ylo,
+        hi: yhi,
+        p0: y0,
+        p1: y1,
+        log2: false,
+    };
 
     let mut out = String::new();
     open(&mut out, H_LINE, p.title);
@@ -281,9 +326,15 @@ pub fn line_plot(p: &LinePlot) -> String {
         if pts.is_empty() {
             continue;
         }
-        let path: Vec<String> =
-            pts.iter().map(|(_, a, b)| format!("{},{}", px(x.at(*a)), px(y.at(*b)))).collect();
-        let dash = if s.dashed { r#" stroke-dasharray="4 3""# } else { "" };
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(_, a, b)| format!("{},{}", px(x.at(*a)), px(y.at(*b))))
+            .collect();
+        let dash = if s.dashed {
+            r#" stroke-dasharray="4 3""#
+        } else {
+            ""
+        };
         out.push_str(&format!(
             r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.6"{dash}/>"#,
             path.join(" "),
@@ -308,7 +359,13 @@ pub fn line_plot(p: &LinePlot) -> String {
             ));
         }
     }
-    legend(&mut out, &p.series.iter().map(|s| (s.name, s.colour, s.dashed)).collect::<Vec<_>>());
+    legend(
+        &mut out,
+        &p.series
+            .iter()
+            .map(|s| (s.name, s.colour, s.dashed))
+            .collect::<Vec<_>>(),
+    );
     out.push_str("</svg>");
     out
 }
@@ -321,7 +378,11 @@ fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
     for (name, colour, dashed) in entries.iter().rev() {
         // ~6 px per character at 10 px sans-serif, plus the line sample and a gap
         lx -= 6.0 * name.chars().count() as f64 + 30.0;
-        let dash = if *dashed { r#" stroke-dasharray="4 3""# } else { "" };
+        let dash = if *dashed {
+            r#" stroke-dasharray="4 3""#
+        } else {
+            ""
+        };
         out.push_str(&format!(
             r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="1.6"{dash}/><text x="{}" y="{}" {TICK}>{}</text>"#,
             px(lx),
@@ -339,9 +400,18 @@ fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
 pub fn bar_plot(title: &str, y_label: &str, bars: &[Bar]) -> String {
     let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H_BAR - BOTTOM_BAR, TOP);
     let bars: Vec<&Bar> = bars.iter().filter(|b| b.max.is_finite()).collect();
-    let (ylo, yhi, y_ticks) =
-        y_domain(bars.iter().flat_map(|b| [b.max, b.mean]).filter(|v| v.is_finite()));
-    let y = Scale { lo: ylo, hi: yhi, p0: y0, p1: y1, log2: false };
+    let (ylo, yhi, y_ticks) = y_domain(
+        bars.iter()
+            .flat_map(|b| [b.max, b.mean])
+            .filter(|v| v.is_finite()),
+    );
+    let y = Scale {
+        lo: ylo,
+        hi: yhi,
+        p0: y0,
+        p1: y1,
+        log2: false,
+    };
 
     let mut out = String::new();
     open(&mut out, H_BAR, title);

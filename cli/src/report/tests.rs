@@ -23,7 +23,11 @@ fn tiny_png(rgb: [u8; 3]) -> Vec<u8> {
         for &b in bytes {
             c ^= u32::from(b);
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c
@@ -37,13 +41,9 @@ fn tiny_png(rgb: [u8; 3]) -> Vec<u8> {
         out.extend(crc.to_be_bytes());
     }
     let (w, h) = (2u32, 2u32);
-    let mut raw = Vec::new();
-    for _ in 0..h {
-        raw.push(0); // filter type none
-        for _ in 0..w {
-            raw.extend(rgb);
-        }
-    }
+    // each scanline: filter type 0 (none), then the pixels
+    let line: Vec<u8> = std::iter::once(0).chain(rgb.repeat(w as usize)).collect();
+    let raw = line.repeat(h as usize);
     let (mut a, mut b) = (1u32, 0u32);
     for &x in &raw {
         a = (a + u32::from(x)) % 65521;
@@ -86,14 +86,26 @@ impl Store {
     }
 
     fn fetch(&self, a: &Artifact) -> anyhow::Result<Vec<u8>> {
-        self.objects.get(&a.uri).cloned().ok_or_else(|| anyhow::anyhow!("no object {}", a.uri))
+        self.objects
+            .get(&a.uri)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no object {}", a.uri))
     }
 }
 
 fn point(probe: &str, x: f64, label: Option<&str>, max: f64, mean: f64) -> TuningPoint {
-    TuningPoint { probe: probe.into(), x, label: label.map(Into::into), max_act: max, mean_act: mean, ..Default::default() }
+    TuningPoint {
+        probe: probe.into(),
+        x,
+        label: label.map(Into::into),
+        max_act: max,
+        mean_act: mean,
+        ..Default::default()
+    }
 }
 
+// one argument per field the tests vary; a builder would only hide them
+#[allow(clippy::too_many_arguments)]
 fn result(
     layer: &str,
     filter: i64,
@@ -137,9 +149,16 @@ fn campaign(name: &str) -> Campaign {
 
 const LAYER: &str = "block3_pool";
 const COLOR_LABELS: [&str; 12] = [
-    "r", "r_as_g", "r_as_b", "r_gray", "g", "g_as_r", "g_as_b", "g_gray", "b", "b_as_r", "b_as_g", "b_gray",
+    "r", "r_as_g", "r_as_b", "r_gray", "g", "g_as_r", "g_as_b", "g_gray", "b", "b_as_r", "b_as_g",
+    "b_gray",
 ];
-const BASELINE_LABELS: [&str; 5] = ["max_image", "max_image_aperture", "grayscale", "white", "noise"];
+const BASELINE_LABELS: [&str; 5] = [
+    "max_image",
+    "max_image_aperture",
+    "grayscale",
+    "white",
+    "noise",
+];
 
 /// Filter 0: every probe. Filter 1: dead. Filter 3: synthesis and zoom only (the rotation and
 /// colour probes are missing). Filter 5: a hue job but no synthesis result.
@@ -166,14 +185,22 @@ fn campaign_results(store: &mut Store) -> Vec<JobResult> {
         9.0,
         json!({"preferred": 1.5, "peak": 9.0, "peak_to_mean": 2.0, "bandwidth": 1.2, "flat": false,
                "mean": {"preferred": 1.5}, "fill": "tile"}),
-        zoom_x.iter().zip(zoom_y).map(|(&x, y)| point("zoom", x, None, y, y / 3.0)).collect(),
+        zoom_x
+            .iter()
+            .zip(zoom_y)
+            .map(|(&x, y)| point("zoom", x, None, y, y / 3.0))
+            .collect(),
         vec![],
     ));
     // a tie at 90 and 270 degrees: the first stimulus wins, as in the tuning_peaks view
     let rotation = (0..36)
         .map(|k| {
             let x = k as f64 * 10.0;
-            let y = if k == 9 || k == 27 { 8.0 } else { 2.0 + (k % 5) as f64 * 0.1 };
+            let y = if k == 9 || k == 27 {
+                8.0
+            } else {
+                2.0 + (k % 5) as f64 * 0.1
+            };
             point("rotation", x, None, y, y / 4.0)
         })
         .collect();
@@ -213,10 +240,30 @@ fn campaign_results(store: &mut Store) -> Vec<JobResult> {
         .enumerate()
         .map(|(i, l)| point("baseline", i as f64, Some(l), 5.0 - i as f64, 1.0))
         .collect();
-    out.push(result(LAYER, 0, "baseline", "ok", 5.0, json!({"csi": 0.3}), baseline_points, vec![]));
-    let mut grating: Vec<TuningPoint> =
-        (0..12).map(|k| point("grating.orientation", k as f64 * 15.0, None, 1.0 + (k == 4) as i32 as f64, 0.5)).collect();
-    grating.extend([2.0, 4.0, 8.0, 16.0, 32.0].map(|f| point("grating.frequency", f, None, 8.0 / f, 0.2)));
+    out.push(result(
+        LAYER,
+        0,
+        "baseline",
+        "ok",
+        5.0,
+        json!({"csi": 0.3}),
+        baseline_points,
+        vec![],
+    ));
+    let mut grating: Vec<TuningPoint> = (0..12)
+        .map(|k| {
+            point(
+                "grating.orientation",
+                k as f64 * 15.0,
+                None,
+                1.0 + (k == 4) as i32 as f64,
+                0.5,
+            )
+        })
+        .collect();
+    grating.extend(
+        [2.0, 4.0, 8.0, 16.0, 32.0].map(|f| point("grating.frequency", f, None, 8.0 / f, 0.2)),
+    );
     out.push(result(
         LAYER,
         0,
@@ -240,10 +287,28 @@ fn campaign_results(store: &mut Store) -> Vec<JobResult> {
         vec![],
     ));
 
-    out.push(result(LAYER, 1, "synthesis", "dead_unit", 0.0, json!({"steps": 64}), vec![], vec![]));
+    out.push(result(
+        LAYER,
+        1,
+        "synthesis",
+        "dead_unit",
+        0.0,
+        json!({"steps": 64}),
+        vec![],
+        vec![],
+    ));
 
     let max3 = store.put("f3/synthesis", "max_image", tiny_png([10, 200, 10]));
-    out.push(result(LAYER, 3, "synthesis", "ok", 3.25, json!({}), vec![], vec![max3]));
+    out.push(result(
+        LAYER,
+        3,
+        "synthesis",
+        "ok",
+        3.25,
+        json!({}),
+        vec![],
+        vec![max3],
+    ));
     out.push(result(
         LAYER,
         3,
@@ -251,7 +316,10 @@ fn campaign_results(store: &mut Store) -> Vec<JobResult> {
         "ok",
         4.0,
         json!({"preferred": 0.5, "bandwidth": null, "flat": false}),
-        [(0.25, 3.0), (0.5, 4.0), (1.0, 4.0), (2.0, 1.0)].iter().map(|&(x, y)| point("zoom", x, None, y, 1.0)).collect(),
+        [(0.25, 3.0), (0.5, 4.0), (1.0, 4.0), (2.0, 1.0)]
+            .iter()
+            .map(|&(x, y)| point("zoom", x, None, y, 1.0))
+            .collect(),
         vec![],
     ));
 
@@ -262,7 +330,9 @@ fn campaign_results(store: &mut Store) -> Vec<JobResult> {
         "ok",
         1.0,
         json!({"preferred": 0.0, "flat": true}),
-        (0..4).map(|k| point("hue", k as f64 * 90.0, None, 1.0, 1.0)).collect(),
+        (0..4)
+            .map(|k| point("hue", k as f64 * 90.0, None, 1.0, 1.0))
+            .collect(),
         vec![],
     ));
     out
@@ -272,7 +342,8 @@ fn svgs(html: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = html;
     while let Some(start) = rest.find("<svg") {
-        let end = rest[start..].find("</svg>").expect("every <svg> is closed") + start + "</svg>".len();
+        let end =
+            rest[start..].find("</svg>").expect("every <svg> is closed") + start + "</svg>".len();
         out.push(&rest[start..end]);
         rest = &rest[end..];
     }
@@ -294,20 +365,39 @@ fn units_pick_preferred_values_and_statuses() {
     // order of arrival does not matter
     results.reverse();
     let units = units(&results);
-    let key: Vec<(&str, i64, &str)> = units.iter().map(|u| (u.layer.as_str(), u.filter, u.status.as_str())).collect();
+    let key: Vec<(&str, i64, &str)> = units
+        .iter()
+        .map(|u| (u.layer.as_str(), u.filter, u.status.as_str()))
+        .collect();
     assert_eq!(
         key,
-        vec![(LAYER, 0, "ok"), (LAYER, 1, "dead_unit"), (LAYER, 3, "ok"), (LAYER, 5, "missing")]
+        vec![
+            (LAYER, 0, "ok"),
+            (LAYER, 1, "dead_unit"),
+            (LAYER, 3, "ok"),
+            (LAYER, 5, "missing")
+        ]
     );
     let f0 = &units[0];
     assert_eq!(f0.max_act, Some(12.5));
-    assert_eq!(f0.preferred_rotation, Some(90.0), "ties go to the first stimulus");
+    assert_eq!(
+        f0.preferred_rotation,
+        Some(90.0),
+        "ties go to the first stimulus"
+    );
     assert_eq!(f0.preferred_zoom, Some(1.5));
     assert_eq!(f0.csi, Some(0.42));
     assert_eq!(f0.preferred_channel.as_deref(), Some("r"));
     let f3 = &units[2];
     assert_eq!(f3.preferred_zoom, Some(0.5), "first of two equal peaks");
-    assert_eq!((f3.preferred_rotation, f3.csi, f3.preferred_channel.as_deref()), (None, None, None));
+    assert_eq!(
+        (
+            f3.preferred_rotation,
+            f3.csi,
+            f3.preferred_channel.as_deref()
+        ),
+        (None, None, None)
+    );
     assert_eq!(units[1].max_act, Some(0.0));
     assert_eq!(units[3].max_act, None);
 
@@ -315,7 +405,11 @@ fn units_pick_preferred_values_and_statuses() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2 + 4);
     assert!(lines[0].starts_with("layer") && lines[0].contains("pref. rotation (deg)"));
-    assert!(lines[2].contains("12.5") && lines[2].contains("0.42") && lines[2].trim_end().ends_with('r'));
+    assert!(
+        lines[2].contains("12.5")
+            && lines[2].contains("0.42")
+            && lines[2].trim_end().ends_with('r')
+    );
     // the missing unit shows "-" for every number
     assert_eq!(lines[5].matches(" -").count(), 5, "{}", lines[5]);
     // columns line up: every row is as wide as the rule up to its last column
@@ -329,34 +423,73 @@ fn report_has_every_unit_its_images_and_wellformed_plots() {
     let results = campaign_results(&mut store);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("report");
-    let index = write_report(&dir, &campaign("vgg19 block3"), &results, &|a| store.fetch(a)).unwrap();
+    let index = write_report(&dir, &campaign("vgg19 block3"), &results, &|a| {
+        store.fetch(a)
+    })
+    .unwrap();
     assert_eq!(index, dir.join("index.html"));
     let html = std::fs::read_to_string(&index).unwrap();
 
     for f in [0, 1, 3, 5] {
-        assert!(html.contains(&format!("id=\"u-block3_pool-{f:04}\"")), "section of filter {f}");
+        assert!(
+            html.contains(&format!("id=\"u-block3_pool-{f:04}\"")),
+            "section of filter {f}"
+        );
     }
     assert!(html.contains("dead unit"), "the dead unit says so");
     assert!(html.contains("no synthesis result"));
-    assert!(html.contains("2024-02-29 12:34 UTC") && html.contains("succeeded") && html.contains("vgg19"));
+    assert!(
+        html.contains("2024-02-29 12:34 UTC")
+            && html.contains("succeeded")
+            && html.contains("vgg19")
+    );
     // the SVG namespace is a name, not a link
     let links = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
-    assert!(!links.contains("http://") && !links.contains("https://"), "no external URLs");
+    assert!(
+        !links.contains("http://") && !links.contains("https://"),
+        "no external URLs"
+    );
     assert!(!html.contains("<script"), "no scripts");
 
     let images = dir.join("images");
     let expect = [
-        ("block3_pool_filter_0000.png", "mem://f0/synthesis/max_image.png"),
-        ("block3_pool_filter_0000_r.png", "mem://f0/color/max_image_r.png"),
-        ("block3_pool_filter_0000_g.png", "mem://f0/color/max_image_g.png"),
-        ("block3_pool_filter_0000_b.png", "mem://f0/color/max_image_b.png"),
-        ("block3_pool_filter_0003.png", "mem://f3/synthesis/max_image.png"),
+        (
+            "block3_pool_filter_0000.png",
+            "mem://f0/synthesis/max_image.png",
+        ),
+        (
+            "block3_pool_filter_0000_r.png",
+            "mem://f0/color/max_image_r.png",
+        ),
+        (
+            "block3_pool_filter_0000_g.png",
+            "mem://f0/color/max_image_g.png",
+        ),
+        (
+            "block3_pool_filter_0000_b.png",
+            "mem://f0/color/max_image_b.png",
+        ),
+        (
+            "block3_pool_filter_0003.png",
+            "mem://f3/synthesis/max_image.png",
+        ),
     ];
     for (file, uri) in expect {
-        assert_eq!(std::fs::read(images.join(file)).unwrap(), store.objects[uri], "{file}");
-        assert!(html.contains(&format!("src=\"images/{file}\"")), "{file} is shown");
+        assert_eq!(
+            std::fs::read(images.join(file)).unwrap(),
+            store.objects[uri],
+            "{file}"
+        );
+        assert!(
+            html.contains(&format!("src=\"images/{file}\"")),
+            "{file} is shown"
+        );
     }
-    assert_eq!(std::fs::read_dir(&images).unwrap().count(), expect.len(), "no image for the dead or missing unit, no record");
+    assert_eq!(
+        std::fs::read_dir(&images).unwrap().count(),
+        expect.len(),
+        "no image for the dead or missing unit, no record"
+    );
 
     // filter 0: zoom, rotation, colour, baseline, grating x2, hue; filter 3: zoom; filter 5: hue
     let svgs = svgs(&html);
@@ -366,24 +499,42 @@ fn report_has_every_unit_its_images_and_wellformed_plots() {
         assert_eq!(doc.root_element().tag_name().name(), "svg");
     }
     // twelve colour bars, each in its stimulus' colour; five baseline bars
-    let colour = svgs.iter().find(|s| s.contains("aria-label=\"colour\"")).unwrap();
+    let colour = svgs
+        .iter()
+        .find(|s| s.contains("aria-label=\"colour\""))
+        .unwrap();
     assert_eq!(colour.matches("<rect x=").count(), 12);
     assert!(colour.contains("rgb(214,39,40)") && colour.contains("rgb(150,150,150)"));
-    let baseline = svgs.iter().find(|s| s.contains("aria-label=\"baseline\"")).unwrap();
+    let baseline = svgs
+        .iter()
+        .find(|s| s.contains("aria-label=\"baseline\""))
+        .unwrap();
     assert_eq!(baseline.matches("<rect x=").count(), 5);
     // hue points are coloured by hue; the zoom axis is logarithmic (ticks at powers of two)
     assert!(html.contains("hsl(120,90%,45%)"));
-    let zoom = svgs.iter().find(|s| s.contains("aria-label=\"zoom\"") && s.contains(">0.25<")).unwrap();
+    let zoom = svgs
+        .iter()
+        .find(|s| s.contains("aria-label=\"zoom\"") && s.contains(">0.25<"))
+        .unwrap();
     assert!(zoom.contains(">2<") && !zoom.contains(">1.5<"));
     // derived numbers as captions
-    for caption in ["symmetry period 180°", "preferred 90°", "colour selectivity (csi) 0.42", "preferred channel r", "fill tile", "flat (no tuning)"] {
+    for caption in [
+        "symmetry period 180°",
+        "preferred 90°",
+        "colour selectivity (csi) 0.42",
+        "preferred channel r",
+        "fill tile",
+        "flat (no tuning)",
+    ] {
         assert!(html.contains(caption), "caption {caption}");
     }
     assert!(staging_dirs(&dir).is_empty());
 
     // writing again over the same directory replaces the page and leaves no staging behind
     let again = write_report(&dir, &campaign("second"), &results, &|a| store.fetch(a)).unwrap();
-    assert!(std::fs::read_to_string(again).unwrap().contains("<h1>second</h1>"));
+    assert!(std::fs::read_to_string(again)
+        .unwrap()
+        .contains("<h1>second</h1>"));
     assert!(staging_dirs(&dir).is_empty());
 }
 
@@ -392,7 +543,10 @@ fn a_corrupt_image_is_an_error_and_writes_no_page() {
     let mut store = Store::default();
     let results = campaign_results(&mut store);
     // the object changed after the worker recorded its hash
-    store.objects.insert("mem://f3/synthesis/max_image.png".into(), tiny_png([1, 2, 3]));
+    store.objects.insert(
+        "mem://f3/synthesis/max_image.png".into(),
+        tiny_png([1, 2, 3]),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let fetched = Cell::new(0);
     let fetch = |a: &Artifact| {
@@ -401,14 +555,28 @@ fn a_corrupt_image_is_an_error_and_writes_no_page() {
     };
     let err = write_report(tmp.path(), &campaign("c"), &results, &fetch).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("sha256") && msg.contains("filter 3") && msg.contains("mem://f3/synthesis/max_image.png"), "{msg}");
+    assert!(
+        msg.contains("sha256")
+            && msg.contains("filter 3")
+            && msg.contains("mem://f3/synthesis/max_image.png"),
+        "{msg}"
+    );
     assert!(!tmp.path().join("index.html").exists());
-    assert!(!tmp.path().join("images").exists(), "nothing moved into place");
-    assert!(staging_dirs(tmp.path()).is_empty(), "the staging directory is cleaned up");
+    assert!(
+        !tmp.path().join("images").exists(),
+        "nothing moved into place"
+    );
+    assert!(
+        staging_dirs(tmp.path()).is_empty(),
+        "the staging directory is cleaned up"
+    );
     assert!(fetched.get() >= 1);
 
     // a fetch error is reported with the artifact, too
-    let err = write_report(tmp.path(), &campaign("c"), &results, &|_| anyhow::bail!("connection refused")).unwrap_err();
+    let err = write_report(tmp.path(), &campaign("c"), &results, &|_| {
+        anyhow::bail!("connection refused")
+    })
+    .unwrap_err();
     assert!(format!("{err:#}").contains("connection refused"));
     assert!(!tmp.path().join("index.html").exists());
 }
@@ -429,7 +597,13 @@ fn strings_from_data_are_escaped() {
         }
     }
     let tmp = tempfile::tempdir().unwrap();
-    let index = write_report(tmp.path(), &campaign("<script>alert(1)</script>"), &results, &|a| store.fetch(a)).unwrap();
+    let index = write_report(
+        tmp.path(),
+        &campaign("<script>alert(1)</script>"),
+        &results,
+        &|a| store.fetch(a),
+    )
+    .unwrap();
     let html = std::fs::read_to_string(index).unwrap();
     assert!(!html.contains("<script>") && html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("conv<b>") && html.contains("conv&lt;b&gt;&quot;1&quot;"));
@@ -442,14 +616,21 @@ fn strings_from_data_are_escaped() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().any(|n| n.starts_with("conv_b__1_-") && n.ends_with("_filter_0003.png")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("conv_b__1_-") && n.ends_with("_filter_0003.png")),
+        "{names:?}"
+    );
 }
 
 #[test]
 fn an_empty_campaign_still_gets_a_page() {
     let tmp = tempfile::tempdir().unwrap();
     let index = write_report(tmp.path(), &campaign("empty"), &[], &|_| unreachable!()).unwrap();
-    assert!(std::fs::read_to_string(index).unwrap().contains("<h1>empty</h1>"));
+    assert!(std::fs::read_to_string(index)
+        .unwrap()
+        .contains("<h1>empty</h1>"));
 }
 
 #[test]
@@ -466,7 +647,10 @@ fn write_a_sample_report() {
     let dir = std::env::var_os("VEPHYS_REPORT_SAMPLE_DIR").expect("set VEPHYS_REPORT_SAMPLE_DIR");
     let mut store = Store::default();
     let results = campaign_results(&mut store);
-    let index = write_report(Path::new(&dir), &campaign("sample"), &results, &|a| store.fetch(a)).unwrap();
+    let index = write_report(Path::new(&dir), &campaign("sample"), &results, &|a| {
+        store.fetch(a)
+    })
+    .unwrap();
     print_table(&units(&results));
     println!("{}", index.display());
 }

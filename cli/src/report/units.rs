@@ -70,7 +70,10 @@ pub fn unit_of(layer: &str, filter: i64, probes: &BTreeMap<&str, &JobResult>) ->
         max_act: synthesis.map(|s| s.max_act).filter(|v| v.is_finite()),
         preferred_rotation: preferred("rotation"),
         preferred_zoom: preferred("zoom"),
-        csi: color.as_ref().and_then(|d| d.get("csi")).and_then(Value::as_f64),
+        csi: color
+            .as_ref()
+            .and_then(|d| d.get("csi"))
+            .and_then(Value::as_f64),
         preferred_channel: color
             .as_ref()
             .and_then(|d| d.get("preferred_channel"))
@@ -83,7 +86,10 @@ pub fn unit_of(layer: &str, filter: i64, probes: &BTreeMap<&str, &JobResult>) ->
 /// `tuning_peaks` view orders by max_act, then position). None without finite points.
 pub fn peak_x(points: &[TuningPoint]) -> Option<f64> {
     let mut best: Option<&TuningPoint> = None;
-    for p in points.iter().filter(|p| p.max_act.is_finite() && p.x.is_finite()) {
+    for p in points
+        .iter()
+        .filter(|p| p.max_act.is_finite() && p.x.is_finite())
+    {
         if best.is_none_or(|b| p.max_act > b.max_act) {
             best = Some(p);
         }
@@ -177,5 +183,9 @@ pub fn status_counts(units: &[Unit]) -> String {
     for u in units {
         *counts.entry(u.status.as_str()).or_default() += 1;
     }
-    counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
+    counts
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
