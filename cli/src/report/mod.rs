@@ -11,10 +11,6 @@
 //! - `files.rs`: verified fetching and the atomic write;
 //! - `fmt.rs`: escaping, numbers, dates, file-name slugs.
 
-// `vephys local` and `vephys report` call this module; until they are wired up in main.rs
-// nothing does, and the compiler would flag every item as dead.
-#![allow(dead_code, unused_imports)]
-
 mod files;
 mod fmt;
 mod html;
