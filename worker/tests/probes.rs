@@ -1,12 +1,13 @@
 //! The probes against units with known kernels (tests/known_units): each "Shows" item of the
 //! probes issue, with the network built in code.
 
+mod common;
 mod known_units;
 
 use known_units::{
     grating, network, CENTRE_SURROUND, EDGE, EDGE_ORIENTATION, GREEN, PERIOD, PERIOD_PX,
 };
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 use vephys_worker::models::Network;
 use vephys_worker::probes::{
     baseline, color, grating as grating_probe, measure, rotation, stimuli, zoom, ProbeParams,
@@ -230,6 +231,65 @@ fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
                 "filter {f} {stat}: aperture {} vs {a}",
                 b[1]
             );
+        }
+    }
+}
+
+/// What the probes measure with, `forward_to_channels` (only the probed filters of the last
+/// convolution; images with a uniform surround, like the rotation probe's, run only where they
+/// differ from it), gives the full forward pass's values on the real networks, for stimuli
+/// with and without a uniform surround.
+#[test]
+fn narrowed_forward_equals_the_full_forward_on_vgg19_and_efficientnet() {
+    let cases: [(&str, std::path::PathBuf, &[&str], i64); 2] = [
+        (
+            "vgg19",
+            common::fixtures().join("vgg19.safetensors"),
+            &[
+                "block3_pool",
+                "block3_conv4",
+                "features.16",
+                "block1_conv1",
+                "logits",
+            ],
+            64,
+        ),
+        (
+            "efficientnet_lite0",
+            common::lite0_weights(),
+            &["blocks.4", "stem", "head", "logits"],
+            96,
+        ),
+    ];
+    let p = ProbeParams::default();
+    let filters = [3i64, 0, 7];
+    let index = Tensor::from_slice(&filters);
+    for (model, weights, layers, size) in cases {
+        let mut net = Network::build(model, Device::Cpu).unwrap();
+        net.load_weights(&weights).unwrap();
+        tch::manual_seed(1);
+        let opts = (Kind::Float, Device::Cpu);
+        let image = Tensor::rand([3, size, size], opts);
+        let angles: Vec<f64> = (0..6).map(|k| 25.0 * k as f64).collect();
+        let batches = [
+            ("random images", Tensor::rand([5, 3, size, size], opts)),
+            (
+                "rotations through the aperture",
+                stimuli::rotations(&image, &angles, p.aperture).unwrap(),
+            ),
+        ];
+        for layer in layers {
+            let l = net.layer_index(layer).unwrap();
+            for (what, x) in &batches {
+                let full = tch::no_grad(|| net.forward_to(x, l).unwrap().index_select(1, &index));
+                let fast = net.forward_to_channels(x, l, &filters).unwrap();
+                assert_eq!(fast.size(), full.size(), "{model} {layer} {what}");
+                let err = common::rel_err(&fast, &full);
+                assert!(
+                    err <= 1e-5,
+                    "{model} {layer} {what}: relative error {err:e}"
+                );
+            }
         }
     }
 }

@@ -95,6 +95,24 @@ impl Op for MbConv {
             Ok(h)
         }
     }
+
+    fn forward_owned(&self, x: Tensor) -> OpResult {
+        let h = self.body.forward_borrowed(&x)?;
+        if self.skip {
+            h.f_add(&x)
+        } else {
+            Ok(h)
+        }
+    }
+
+    fn forward_channels(&self, x: &Tensor, channels: &Tensor) -> OpResult {
+        let h = self.body.forward_channels(x, channels)?;
+        if self.skip {
+            h.f_add(&x.f_index_select(1, channels)?)
+        } else {
+            Ok(h)
+        }
+    }
 }
 
 pub fn efficientnet_lite0(p: &nn::Path) -> Vec<Stage> {

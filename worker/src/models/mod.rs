@@ -17,7 +17,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Result, WorkerError};
 use crate::weights;
-use ops::Op;
+use ops::{Locality, Op};
 
 /// The models vephys can build, with the function that builds each.
 type Builder = fn(&nn::Path) -> Vec<Stage>;
@@ -184,6 +184,43 @@ impl Network {
         Ok(as_map(h))
     }
 
+    /// Channels `filters` of layer `index` for pixel-space images `x`: [B, F, h, w], the same
+    /// values as `forward_to(x, index)` narrowed to those channels (in that order) up to float
+    /// rounding. For evaluating stimuli: it runs without gradients and does less work than the
+    /// full forward pass:
+    /// - the last stage that mixes channels computes only `filters` (the stages after it,
+    ///   activations and pooling, act on each channel alone);
+    /// - images that all equal one colour outside a rectangle (a stimulus seen through an
+    ///   aperture) are run only where they differ from that uniform background, the rest of
+    ///   every map being the background's own (see `framed`);
+    /// - activations overwrite their input instead of allocating, and on the CPU maps are kept
+    ///   channels-last, the layout oneDNN's convolutions run fastest in.
+    pub fn forward_to_channels(&self, x: &Tensor, index: usize, filters: &[i64]) -> Result<Tensor> {
+        let _no_grad = tch::no_grad_guard();
+        let channels = Tensor::from_slice(filters).to_device(x.device());
+        let mut h = self.normalize(x)?;
+        if h.device() == Device::Cpu && h.dim() == 4 {
+            h = channels_last(&h)?;
+        }
+        let stages = &self.stages[..=index];
+        let run = Narrowed {
+            stages,
+            // None: every stage acts on each channel alone; select at the end
+            narrow: stages.iter().rposition(|s| !s.op.channelwise()),
+            channels: &channels,
+        };
+        let framed = stages.iter().all(|s| s.op.locality().is_some());
+        let out = match if framed { surround(&h)? } else { None } {
+            Some((background, region)) => run.framed(h, &background, region)?,
+            None => run.whole(h)?,
+        };
+        let out = as_map(out);
+        Ok(match run.narrow {
+            Some(_) => out,
+            None => out.f_index_select(1, &channels)?,
+        })
+    }
+
     /// Outputs of every layer, in order (for parity tests and inspection).
     pub fn forward_all(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let mut h = self.normalize(x)?;
@@ -259,10 +296,415 @@ impl Network {
     }
 }
 
+/// Stages run for some channels only: `narrow`, the last stage that mixes channels, computes
+/// just `channels`.
+struct Narrowed<'a> {
+    stages: &'a [Stage],
+    narrow: Option<usize>,
+    channels: &'a Tensor,
+}
+
+impl Narrowed<'_> {
+    fn stage(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let op = &self.stages[i].op;
+        Ok(if self.narrow == Some(i) {
+            op.forward_channels(x, self.channels)?
+        } else {
+            op.forward(x)?
+        })
+    }
+
+    /// `stage` on an input nothing else holds (it may be overwritten).
+    fn stage_owned(&self, i: usize, x: Tensor) -> Result<Tensor> {
+        let op = &self.stages[i].op;
+        Ok(if self.narrow == Some(i) {
+            op.forward_channels(&x, self.channels)?
+        } else {
+            op.forward_owned(x)?
+        })
+    }
+
+    /// Whole maps, every intermediate result overwritten by the next stage where it can.
+    fn whole(&self, mut h: Tensor) -> Result<Tensor> {
+        for i in 0..self.stages.len() {
+            h = self.stage_owned(i, h)?;
+        }
+        Ok(h)
+    }
+
+    /// Images `h` that equal `background` ([1, C, 1, 1]) outside `region`. Outside the region
+    /// grown by the receptive field so far, every map of every image equals the background
+    /// image's own map (same values, same zero padding at the edges), so that map is computed
+    /// once, for one image, and each stage runs on the grown region alone, framed by the
+    /// background's values (`Locality` says how far a stage reaches):
+    /// - pointwise: the region stays;
+    /// - a window of radius r: run on the region grown by 2r, framed; the inner part grown by r
+    ///   is exact (its inputs all lie in the frame or beyond the map's edge, where the zero
+    ///   padding is the true one) and becomes the new region;
+    /// - blocks of size k: run on the whole blocks the region touches; they become the region.
+    ///
+    /// At the end the region is pasted into the background's output.
+    fn framed(&self, h: Tensor, background: &Tensor, region: Region) -> Result<Tensor> {
+        let s = h.size();
+        let (b, c) = (s[0], s[1]);
+        let mut u = layout_like(&h, &background.f_expand([1, c, s[2], s[3]], false)?)?;
+        // None once the images no longer differ from the background at all
+        let mut inside = Some(crop(&h, region)?);
+        let mut region = region;
+        for i in 0..self.stages.len() {
+            let (height, width) = (u.size()[2], u.size()[3]);
+            let next_u = self.stage(i, &u)?;
+            if let Some(x) = inside.take() {
+                let locality = self.stages[i]
+                    .op
+                    .locality()
+                    .expect("checked before framing");
+                inside = match locality {
+                    Locality::Pointwise => Some(self.stage_owned(i, x)?),
+                    Locality::Window { radius } => {
+                        let outer = region.grow(2 * radius, height, width);
+                        let y = self.stage(i, &frame(&u, outer, &x, region)?)?;
+                        let inner = region.grow(radius, height, width);
+                        region = inner;
+                        Some(crop(&y, inner.within(outer))?)
+                    }
+                    Locality::Blocks { size } => {
+                        let out = Region {
+                            y0: region.y0 / size,
+                            y1: ((region.y1 + size - 1) / size).min(height / size),
+                            x0: region.x0 / size,
+                            x1: ((region.x1 + size - 1) / size).min(width / size),
+                        };
+                        // the blocks the region touches (rows and columns left over at the
+                        // edge feed no block)
+                        let outer = out.scaled(size);
+                        let kept = region.intersect(outer);
+                        let before = std::mem::replace(&mut region, out);
+                        if out.is_empty() {
+                            None
+                        } else {
+                            let x = crop(&x, kept.within(before))?;
+                            Some(self.stage(i, &frame(&u, outer, &x, kept)?)?)
+                        }
+                    }
+                };
+            }
+            u = next_u;
+        }
+        let out = layout_like(&u, &u.f_expand([b, -1, -1, -1], false)?)?;
+        if let Some(x) = inside {
+            crop(&out, region)?.f_copy_(&x)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Smallest batch worth framing: the background's maps cost one image's forward pass.
+const FRAMED_MIN_BATCH: i64 = 4;
+/// Largest region, as a fraction of the image, worth framing: the region grows with every
+/// stage, and framing costs copies.
+const FRAMED_MAX_AREA: f64 = 0.6;
+
+/// Rows [y0, y1) and columns [x0, x1) of a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Region {
+    y0: i64,
+    y1: i64,
+    x0: i64,
+    x1: i64,
+}
+
+impl Region {
+    fn height(self) -> i64 {
+        self.y1 - self.y0
+    }
+
+    fn width(self) -> i64 {
+        self.x1 - self.x0
+    }
+
+    fn is_empty(self) -> bool {
+        self.height() <= 0 || self.width() <= 0
+    }
+
+    /// Grown by `r` on every side, within a `height` x `width` map.
+    fn grow(self, r: i64, height: i64, width: i64) -> Region {
+        Region {
+            y0: (self.y0 - r).max(0),
+            y1: (self.y1 + r).min(height),
+            x0: (self.x0 - r).max(0),
+            x1: (self.x1 + r).min(width),
+        }
+    }
+
+    fn scaled(self, k: i64) -> Region {
+        Region {
+            y0: self.y0 * k,
+            y1: self.y1 * k,
+            x0: self.x0 * k,
+            x1: self.x1 * k,
+        }
+    }
+
+    fn intersect(self, o: Region) -> Region {
+        Region {
+            y0: self.y0.max(o.y0),
+            y1: self.y1.min(o.y1),
+            x0: self.x0.max(o.x0),
+            x1: self.x1.min(o.x1),
+        }
+    }
+
+    /// The same rows and columns counted from `outer`'s corner.
+    fn within(self, outer: Region) -> Region {
+        Region {
+            y0: self.y0 - outer.y0,
+            y1: self.y1 - outer.y0,
+            x0: self.x0 - outer.x0,
+            x1: self.x1 - outer.x0,
+        }
+    }
+}
+
+fn crop(t: &Tensor, r: Region) -> Result<Tensor> {
+    Ok(t.f_narrow(2, r.y0, r.height())?
+        .f_narrow(3, r.x0, r.width())?)
+}
+
+/// The background of a batch of normalised images, the first image's top-left pixel
+/// ([1, C, 1, 1]), and the smallest region outside which every image equals it, when running
+/// only that region is worth it.
+fn surround(h: &Tensor) -> Result<Option<(Tensor, Region)>> {
+    let s = h.size();
+    if s.len() != 4 || s[0] < FRAMED_MIN_BATCH {
+        return Ok(None);
+    }
+    let (height, width) = (s[2], s[3]);
+    let background = h
+        .f_narrow(0, 0, 1)?
+        .f_narrow(2, 0, 1)?
+        .f_narrow(3, 0, 1)?
+        .copy();
+    let differs = h
+        .f_ne_tensor(&background)?
+        .f_any_dim(0, false)?
+        .f_any_dim(0, false)?;
+    let span = |t: Tensor| -> Result<Option<(i64, i64)>> {
+        let v = Vec::<i64>::try_from(t.f_to_kind(Kind::Int64)?)?;
+        let first = v.iter().position(|d| *d != 0);
+        let last = v.iter().rposition(|d| *d != 0);
+        Ok(first.zip(last).map(|(a, b)| (a as i64, b as i64 + 1)))
+    };
+    let rows = span(differs.f_any_dim(1, false)?)?;
+    let cols = span(differs.f_any_dim(0, false)?)?;
+    let (Some((y0, y1)), Some((x0, x1))) = (rows, cols) else {
+        return Ok(None);
+    };
+    let region = Region { y0, y1, x0, x1 };
+    let fraction = (region.height() * region.width()) as f64 / (height * width) as f64;
+    Ok((fraction <= FRAMED_MAX_AREA).then_some((background, region)))
+}
+
+/// Map `region` of `u` ([1, C, H, W]) for every image of `x` ([B, C, ...], the images' values
+/// on `inside`, which lies within `region`): the background around `inside`, the images in it.
+fn frame(u: &Tensor, region: Region, x: &Tensor, inside: Region) -> Result<Tensor> {
+    let (b, c) = (x.size()[0], x.size()[1]);
+    let out = empty_like_layout(u, [b, c, region.height(), region.width()])?;
+    let bands = [
+        Region {
+            y1: inside.y0,
+            ..region
+        },
+        Region {
+            y0: inside.y1,
+            ..region
+        },
+        Region {
+            x0: region.x0,
+            x1: inside.x0,
+            ..inside
+        },
+        Region {
+            x0: inside.x1,
+            x1: region.x1,
+            ..inside
+        },
+    ];
+    for band in bands.into_iter().filter(|r| !r.is_empty()) {
+        let u = crop(u, band)?.f_expand([b, -1, -1, -1], false)?;
+        crop(&out, band.within(region))?.f_copy_(&u)?;
+    }
+    crop(&out, inside.within(region))?.f_copy_(x)?;
+    Ok(out)
+}
+
+/// An uninitialised [B, C, H, W] map in the layout `forward_to_channels` uses on `like`'s
+/// device (channels-last on the CPU).
+fn empty_like_layout(like: &Tensor, shape: [i64; 4]) -> Result<Tensor> {
+    let options = (like.kind(), like.device());
+    Ok(if like.device() == Device::Cpu {
+        let [b, c, h, w] = shape;
+        Tensor::f_empty([b, h, w, c], options)?.f_permute([0, 3, 1, 2])?
+    } else {
+        Tensor::f_empty(shape, options)?
+    })
+}
+
+/// `x` materialised in the layout `forward_to_channels` uses on `like`'s device.
+fn layout_like(like: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let mut out = empty_like_layout(like, x.size().try_into().expect("4-d map"))?;
+    out.f_copy_(x)?;
+    Ok(out)
+}
+
+/// The same [N, C, H, W] tensor stored channels-last (NHWC strides), which libtorch's CPU
+/// convolutions keep from layer to layer.
+fn channels_last(x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])?)
+}
+
 fn as_map(h: Tensor) -> Tensor {
     if h.dim() == 2 {
         h.unsqueeze(-1).unsqueeze(-1)
     } else {
         h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ops::{Activation, Conv2d, ConvConfig, MaxPool, Padding};
+
+    const VGG_NORM: InputNorm = InputNorm::MeanStd {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+
+    /// A network of the kinds of stages framing handles, with random weights and biases.
+    fn net(stages: fn(&nn::Path) -> Vec<Stage>) -> Network {
+        tch::manual_seed(7);
+        let net = Network::custom("framed", VGG_NORM, Device::Cpu, stages);
+        tch::no_grad(|| {
+            for (_, mut t) in net.parameters() {
+                let r = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.3;
+                t.copy_(&r);
+            }
+        });
+        net
+    }
+
+    fn conv(p: &nn::Path, name: &str, cin: i64, cout: i64, k: i64) -> Stage {
+        let cfg = ConvConfig {
+            stride: 1,
+            padding: Padding::Fixed(k / 2),
+            groups: 1,
+            bias: true,
+        };
+        Stage::new(name, &[], Conv2d::new(&(p / name), cin, cout, k, cfg))
+    }
+
+    fn pool(name: &str) -> Stage {
+        Stage::new(
+            name,
+            &[],
+            MaxPool {
+                kernel: 2,
+                stride: 2,
+            },
+        )
+    }
+
+    fn vgg_like(p: &nn::Path) -> Vec<Stage> {
+        vec![
+            conv(p, "c1", 3, 8, 3),
+            Stage::new("r1", &[], Activation::Relu),
+            pool("p1"),
+            conv(p, "c2", 8, 8, 5),
+            Stage::new("r2", &[], Activation::Relu),
+            pool("p2"),
+            conv(p, "c3", 8, 6, 3),
+            Stage::new("r3", &[], Activation::Relu),
+        ]
+    }
+
+    fn pool_first(p: &nn::Path) -> Vec<Stage> {
+        vec![
+            pool("p0"),
+            conv(p, "c1", 3, 5, 3),
+            Stage::new("r1", &[], Activation::Relu),
+        ]
+    }
+
+    /// `n` images of `size` px: the mean colour everywhere but on `rows` x `cols`, random there.
+    fn patched(n: i64, size: i64, rows: (i64, i64), cols: (i64, i64)) -> Tensor {
+        let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]);
+        let x = mean.expand([n, 3, size, size], false).contiguous();
+        let patch = Tensor::rand(
+            [n, 3, rows.1 - rows.0, cols.1 - cols.0],
+            (Kind::Float, Device::Cpu),
+        );
+        x.narrow(2, rows.0, rows.1 - rows.0)
+            .narrow(3, cols.0, cols.1 - cols.0)
+            .copy_(&patch);
+        x
+    }
+
+    fn assert_same(net: &Network, x: &Tensor, filters: &[i64], what: &str) {
+        let index = Tensor::from_slice(filters);
+        for layer in 0..net.stages.len() {
+            let full = tch::no_grad(|| net.forward_to(x, layer).unwrap().index_select(1, &index));
+            let fast = net.forward_to_channels(x, layer, filters).unwrap();
+            assert_eq!(fast.size(), full.size(), "{what}, layer {layer}");
+            let err = (&fast - &full).abs().max().double_value(&[]);
+            let scale = full.abs().max().double_value(&[]).max(1e-6);
+            assert!(
+                err <= 1e-5 * scale,
+                "{what}, layer {layer}: {err} vs {scale}"
+            );
+        }
+    }
+
+    #[test]
+    fn surround_finds_where_images_leave_the_background() {
+        let net = net(vgg_like);
+        let x = patched(4, 30, (9, 20), (12, 17));
+        let h = net.normalize(&x).unwrap();
+        let (background, region) = surround(&h).unwrap().unwrap();
+        assert_eq!(
+            region,
+            Region {
+                y0: 9,
+                y1: 20,
+                x0: 12,
+                x1: 17
+            }
+        );
+        assert!(
+            background.abs().max().double_value(&[]) < 1e-6,
+            "mean colour is 0"
+        );
+        // too few images, or too large a region: not worth framing
+        assert!(surround(&h.narrow(0, 0, 3)).unwrap().is_none());
+        let big = net.normalize(&patched(4, 30, (0, 28), (2, 30))).unwrap();
+        assert!(surround(&big).unwrap().is_none());
+    }
+
+    #[test]
+    fn framed_forward_equals_the_whole_forward() {
+        let vgg = net(vgg_like);
+        // odd size: the second pooling drops a row and a column
+        for (rows, cols) in [((9, 20), (12, 17)), ((0, 6), (20, 30)), ((25, 30), (0, 30))] {
+            let x = patched(5, 30, rows, cols);
+            assert_same(&vgg, &x, &[4, 0, 5], &format!("patch {rows:?} x {cols:?}"));
+        }
+        // a patch that only the rows and columns pooling drops: gone after the first stage
+        let pooled = net(pool_first);
+        let x = patched(4, 31, (30, 31), (30, 31));
+        assert_same(&pooled, &x, &[2, 1], "patch pooled away");
+        let x = patched(4, 31, (3, 9), (10, 30));
+        assert_same(&pooled, &x, &[2], "pool first");
     }
 }

@@ -7,9 +7,51 @@ use tch::{nn, Kind, TchError, Tensor};
 
 pub type OpResult = Result<Tensor, TchError>;
 
+/// How an op's output positions depend on its input positions (`Op::locality`). It lets
+/// `Network::forward_to_channels` run only the part of a map that differs from a uniform
+/// background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locality {
+    /// Output (y, x) depends on input (y, x) alone (activations).
+    Pointwise,
+    /// Output (y, x) depends on the input within `radius` pixels of (y, x) (in both axes), with
+    /// zeros beyond the map's edge: a stride-1 convolution of kernel 2 radius + 1 padded by
+    /// `radius` on every side, or a chain of such convolutions and pointwise ops.
+    Window { radius: i64 },
+    /// Output (y, x) is a function of the input block [size y, size y + size) x [size x,
+    /// size x + size): pooling with kernel = stride = `size`, no padding.
+    Blocks { size: i64 },
+}
+
 /// One stage of a network: maps the previous stage's output to its own.
 pub trait Op: Send {
     fn forward(&self, x: &Tensor) -> OpResult;
+
+    /// Output channels `channels` (int64 indices on `x`'s device) of `forward(x)`: the same
+    /// values as `forward(x).index_select(1, channels)` up to float rounding. Ops that can skip
+    /// the other channels' work (a convolution computing only some filters) override it.
+    fn forward_channels(&self, x: &Tensor, channels: &Tensor) -> OpResult {
+        self.forward(x)?.f_index_select(1, channels)
+    }
+
+    /// `forward` of an input that nothing else holds, so that the op may overwrite it rather
+    /// than allocate its output (activations run in place). For evaluation without gradients.
+    fn forward_owned(&self, x: Tensor) -> OpResult {
+        self.forward(&x)
+    }
+
+    /// True when output channel c depends on input channel c alone (activations, pooling), so
+    /// that the op can run on any subset of channels: `forward(x.index_select(1, k))` equals
+    /// `forward(x).index_select(1, k)`.
+    fn channelwise(&self) -> bool {
+        false
+    }
+
+    /// How output positions depend on input positions, where the op knows; None for ops that
+    /// mix the whole map or move it by strides (then `forward_to_channels` runs whole maps).
+    fn locality(&self) -> Option<Locality> {
+        None
+    }
 }
 
 /// How a convolution pads its input.
@@ -58,6 +100,18 @@ impl Conv2d {
         }
     }
 
+    /// `Window` when the convolution keeps the map size by symmetric padding: stride 1, odd
+    /// kernel, padding kernel / 2 on every side.
+    fn window(&self) -> Option<Locality> {
+        let radius = self.kernel / 2;
+        let symmetric = match self.padding {
+            Padding::Fixed(p) => p == radius,
+            Padding::Same => true,
+        };
+        (self.stride == 1 && self.kernel % 2 == 1 && symmetric)
+            .then_some(Locality::Window { radius })
+    }
+
     /// Padding (left, right) for one spatial dimension under TF "SAME".
     fn same_pad(&self, size: i64) -> (i64, i64) {
         let out = (size + self.stride - 1) / self.stride;
@@ -89,9 +143,36 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// Convolves with only the filters `channels` of `weight` and `bias` (when the convolution
+    /// is not grouped; a grouped one computes everything and selects).
+    fn convolve_channels(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        channels: &Tensor,
+    ) -> OpResult {
+        if self.groups != 1 {
+            return self.convolve(x, weight, bias)?.f_index_select(1, channels);
+        }
+        let weight = weight.f_index_select(0, channels)?;
+        let bias = bias.map(|b| b.f_index_select(0, channels)).transpose()?;
+        self.convolve(x, &weight, bias.as_ref())
+    }
+}
+
 impl Op for Conv2d {
     fn forward(&self, x: &Tensor) -> OpResult {
         self.convolve(x, &self.weight, self.bias.as_ref())
+    }
+
+    fn forward_channels(&self, x: &Tensor, channels: &Tensor) -> OpResult {
+        self.convolve_channels(x, &self.weight, self.bias.as_ref(), channels)
+    }
+
+    fn locality(&self) -> Option<Locality> {
+        self.window()
     }
 }
 
@@ -144,8 +225,9 @@ pub struct ConvBn {
     pub bn: BatchNorm,
 }
 
-impl Op for ConvBn {
-    fn forward(&self, x: &Tensor) -> OpResult {
+impl ConvBn {
+    /// The convolution's weight and bias with the batch norm folded in.
+    fn folded(&self) -> Result<(Tensor, Tensor), TchError> {
         let bn = &self.bn;
         let k = bn
             .weight
@@ -156,7 +238,24 @@ impl Op for ConvBn {
             None => bn.running_mean.f_neg()?,
         };
         let bias = bn.bias.f_add(&shift.f_mul(&k)?)?;
+        Ok((weight, bias))
+    }
+}
+
+impl Op for ConvBn {
+    fn forward(&self, x: &Tensor) -> OpResult {
+        let (weight, bias) = self.folded()?;
         self.conv.convolve(x, &weight, Some(&bias))
+    }
+
+    fn forward_channels(&self, x: &Tensor, channels: &Tensor) -> OpResult {
+        let (weight, bias) = self.folded()?;
+        self.conv
+            .convolve_channels(x, &weight, Some(&bias), channels)
+    }
+
+    fn locality(&self) -> Option<Locality> {
+        self.conv.window()
     }
 }
 
@@ -176,6 +275,22 @@ impl Op for Activation {
             Activation::Identity => Ok(x.shallow_clone()),
         }
     }
+
+    fn forward_owned(&self, mut x: Tensor) -> OpResult {
+        match self {
+            Activation::Relu => x.f_relu_(),
+            Activation::Relu6 => x.f_relu6_(),
+            Activation::Identity => Ok(x),
+        }
+    }
+
+    fn channelwise(&self) -> bool {
+        true
+    }
+
+    fn locality(&self) -> Option<Locality> {
+        Some(Locality::Pointwise)
+    }
 }
 
 #[derive(Debug)]
@@ -188,6 +303,14 @@ impl Op for MaxPool {
     fn forward(&self, x: &Tensor) -> OpResult {
         x.f_max_pool2d([self.kernel], [self.stride], [0], [1], false)
     }
+
+    fn channelwise(&self) -> bool {
+        true
+    }
+
+    fn locality(&self) -> Option<Locality> {
+        (self.kernel == self.stride).then_some(Locality::Blocks { size: self.kernel })
+    }
 }
 
 #[derive(Debug)]
@@ -196,6 +319,10 @@ pub struct AdaptiveAvgPool(pub i64);
 impl Op for AdaptiveAvgPool {
     fn forward(&self, x: &Tensor) -> OpResult {
         x.f_adaptive_avg_pool2d([self.0, self.0])
+    }
+
+    fn channelwise(&self) -> bool {
+        true
     }
 }
 
@@ -230,14 +357,25 @@ impl Linear {
     }
 }
 
+impl Linear {
+    fn flat(x: &Tensor) -> OpResult {
+        if x.dim() > 2 {
+            x.f_flatten(1, -1)
+        } else {
+            Ok(x.shallow_clone())
+        }
+    }
+}
+
 impl Op for Linear {
     fn forward(&self, x: &Tensor) -> OpResult {
-        let x = if x.dim() > 2 {
-            x.f_flatten(1, -1)?
-        } else {
-            x.shallow_clone()
-        };
-        x.f_linear(&self.weight, Some(&self.bias))
+        Linear::flat(x)?.f_linear(&self.weight, Some(&self.bias))
+    }
+
+    fn forward_channels(&self, x: &Tensor, channels: &Tensor) -> OpResult {
+        let weight = self.weight.f_index_select(0, channels)?;
+        let bias = self.bias.f_index_select(0, channels)?;
+        Linear::flat(x)?.f_linear(&weight, Some(&bias))
     }
 }
 
@@ -250,10 +388,35 @@ impl Op for PoolLinear {
         self.0
             .forward(&x.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?)
     }
+
+    fn forward_channels(&self, x: &Tensor, channels: &Tensor) -> OpResult {
+        self.0
+            .forward_channels(&x.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?, channels)
+    }
 }
 
 /// Ops applied one after another; a single named layer made of several ops.
 pub struct Chain(pub Vec<Box<dyn Op>>);
+
+impl Chain {
+    /// `ops` one after another on `x`, which they may overwrite.
+    fn run_owned(ops: &[Box<dyn Op>], x: Tensor) -> OpResult {
+        let mut h = x;
+        for op in ops {
+            h = op.forward_owned(h)?;
+        }
+        Ok(h)
+    }
+
+    /// The chain on an input the caller still needs: the first op leaves `x` alone, the later
+    /// ones overwrite the chain's own intermediate results. For evaluation without gradients.
+    pub(crate) fn forward_borrowed(&self, x: &Tensor) -> OpResult {
+        match self.0.split_first() {
+            Some((first, rest)) => Chain::run_owned(rest, first.forward(x)?),
+            None => Ok(x.shallow_clone()),
+        }
+    }
+}
 
 impl Op for Chain {
     fn forward(&self, x: &Tensor) -> OpResult {
@@ -262,5 +425,55 @@ impl Op for Chain {
             h = op.forward(&h)?;
         }
         Ok(h)
+    }
+
+    fn forward_owned(&self, x: Tensor) -> OpResult {
+        Chain::run_owned(&self.0, x)
+    }
+
+    /// Runs the ops before the last one that mixes channels in full, that one for `channels`
+    /// only, and the channelwise ops after it on those channels alone. Like `forward_owned`,
+    /// for evaluation without gradients: the chain's own intermediate results are overwritten
+    /// in place (never `x`).
+    fn forward_channels(&self, x: &Tensor, channels: &Tensor) -> OpResult {
+        let Some(last) = self.0.iter().rposition(|op| !op.channelwise()) else {
+            return self.forward_borrowed(x)?.f_index_select(1, channels);
+        };
+        let mut h = match last {
+            0 => self.0[0].forward_channels(x, channels)?,
+            _ => {
+                let h = Chain::run_owned(&self.0[1..last], self.0[0].forward(x)?)?;
+                self.0[last].forward_channels(&h, channels)?
+            }
+        };
+        for op in &self.0[last + 1..] {
+            h = op.forward_owned(h)?;
+        }
+        Ok(h)
+    }
+
+    fn channelwise(&self) -> bool {
+        self.0.iter().all(|op| op.channelwise())
+    }
+
+    /// Pointwise ops and windows compose into one window (the radii add up); blocks do not.
+    fn locality(&self) -> Option<Locality> {
+        let mut radius = 0;
+        let mut window = false;
+        for op in &self.0 {
+            match op.locality()? {
+                Locality::Pointwise => {}
+                Locality::Window { radius: r } => {
+                    radius += r;
+                    window = true;
+                }
+                Locality::Blocks { .. } => return None,
+            }
+        }
+        Some(if window {
+            Locality::Window { radius }
+        } else {
+            Locality::Pointwise
+        })
     }
 }

@@ -25,14 +25,14 @@ pub fn measure(
 ) -> Result<Vec<Responses>> {
     debug_assert!(batch > 0 && !filters.is_empty());
     let _no_grad = tch::no_grad_guard();
-    let index = Tensor::from_slice(filters).to_device(net.device());
     let n = stimuli.size()[0];
     let (mut max, mut mean) = (Vec::new(), Vec::new());
     let mut start = 0;
     while start < n {
         let len = (batch as i64).min(n - start);
-        let acts = net.forward_to(&stimuli.f_narrow(0, start, len)?, layer)?;
-        let maps = acts.f_index_select(1, &index)?;
+        // only the measured filters' maps are computed where the layer allows (see
+        // `Network::forward_to_channels`)
+        let maps = net.forward_to_channels(&stimuli.f_narrow(0, start, len)?, layer, filters)?;
         max.push(maps.f_amax([2, 3], false)?);
         mean.push(maps.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?);
         start += len;
