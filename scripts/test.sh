@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): sets up a fresh machine as needed, then runs every test of
 # the workspace against the real parts: libtorch 2.11, the real EfficientNet-Lite0 weights,
-# PyTorch/torchvision reference outputs, and a real PostgreSQL server.
+# PyTorch/torchvision reference outputs, a real PostgreSQL server and a real S3-compatible
+# object store (Garage, one node on loopback); then checks the images and the Helm chart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VEPHYS_SKIP_BUILD=1 scripts/setup.sh
@@ -19,4 +20,10 @@ fi
 VEPHYS_TEST_DATABASE_URL="$(scripts/postgres.sh)"
 export VEPHYS_TEST_DATABASE_URL
 
+# S3 for the object-store and distributed tests; stopped however the tests end.
+garage_env="$(scripts/garage.sh start)"   # a failed start stops the script (set -e)
+eval "$garage_env"
+trap 'scripts/garage.sh stop' EXIT
+
+scripts/helm-check.sh
 cargo test --workspace --no-fail-fast "$@"

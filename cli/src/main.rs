@@ -75,7 +75,7 @@ enum Command {
     },
     /// Run a campaign on this machine: embedded coordinator (SQLite), one worker, local files;
     /// prints a summary and writes an HTML report. The same command again resumes it.
-    #[command(long_about = "Run a campaign on this machine: the embedded coordinator (SQLite in \
+    #[command(args_override_self = true, long_about = "Run a campaign on this machine: the embedded coordinator (SQLite in \
 --data-dir), one `vephys-worker serve` child process and a local object store (files in \
 --data-dir). Shows progress, prints one line per filter (max-image activity, preferred rotation \
 and zoom, colour index) and writes DATA_DIR/report/index.html: the grid of max images and every \

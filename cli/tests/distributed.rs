@@ -155,7 +155,7 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     let w2 = cluster.worker("w2", &[]);
     let submit = cluster.cli(&[
         "submit", "--name", "e2e", "--model", "efficientnet_lite0", "--layers", "blocks.4",
-        "--filters", "0..8", "--probes", "synthesis,baseline,zoom,rotation", "--steps", "150",
+        "--filters", "0..8", "--probes", "synthesis,baseline,zoom,rotation", "--steps", "80",
     ]);
     assert!(submit.status.success(), "{}", text(&submit.stderr));
     let jobs = query_i64(&mut db, "SELECT COUNT(*) FROM jobs").await;

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     #[arg(long, env = "VEPHYS_WORKER_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
+    /// CA certificate (PEM) to trust for an https:// coordinator with a private CA
+    #[arg(long, env = "VEPHYS_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+
     /// Where images and records go: file:///abs/dir or s3://bucket/prefix (S3 credentials from
     /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION)
     #[arg(long, env = "VEPHYS_STORE")]
@@ -140,7 +144,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let models = local_models(&mut weights)?;
     let spool = Spool::open(&args.spool_dir.clone().unwrap_or_else(|| args.cache_dir.join("spool")))?;
 
-    let api = client::connect(&args.coordinator, args.token.as_deref())?;
+    let api = client::connect(&args.coordinator, args.token.as_deref(), args.ca_cert.as_deref())?;
     let request = RegisterWorkerRequest {
         name: name.clone(),
         device: describe(device),
