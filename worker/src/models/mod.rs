@@ -193,8 +193,9 @@ impl Network {
     /// - images that all equal one colour outside a rectangle (a stimulus seen through an
     ///   aperture) are run only where they differ from that uniform background, the rest of
     ///   every map being the background's own (see `framed`);
-    /// - activations overwrite their input instead of allocating, and on the CPU maps are kept
-    ///   channels-last, the layout oneDNN's convolutions run fastest in.
+    /// - activations overwrite their input instead of allocating; on the CPU maps are kept
+    ///   channels-last, the layout oneDNN's convolutions run fastest in, and images go through
+    ///   in sub-batches of `CPU_SUB_BATCH`.
     pub fn forward_to_channels(&self, x: &Tensor, index: usize, filters: &[i64]) -> Result<Tensor> {
         let _no_grad = tch::no_grad_guard();
         let channels = Tensor::from_slice(filters).to_device(x.device());
@@ -209,12 +210,30 @@ impl Network {
             narrow: stages.iter().rposition(|s| !s.op.channelwise()),
             channels: &channels,
         };
-        let framed = stages.iter().all(|s| s.op.locality().is_some());
-        let out = match if framed { surround(&h)? } else { None } {
-            Some((background, region)) => run.framed(h, &background, region)?,
-            None => run.whole(h)?,
+        let framing = match stages.iter().all(|s| s.op.locality().is_some()) {
+            true => surround(&h)?,
+            false => None,
         };
-        let out = as_map(out);
+        let background = match &framing {
+            Some((colour, _)) => Some(run.background(colour, &h)?),
+            None => None,
+        };
+        // on the CPU in sub-batches: smaller maps stay in cache and skip the page faults of
+        // fresh large allocations, which costs more than the larger batch saves
+        let (n, step) = (h.size()[0], sub_batch(&h));
+        let mut parts = Vec::with_capacity(((n + step - 1) / step) as usize);
+        for start in (0..n).step_by(step as usize) {
+            let part = h.f_narrow(0, start, step.min(n - start))?;
+            parts.push(match (&framing, &background) {
+                (Some((_, region)), Some(maps)) => run.framed(part, maps, *region)?,
+                _ => run.whole(part)?,
+            });
+        }
+        let out = as_map(match parts.len() {
+            0 => run.whole(h)?,
+            1 => parts.remove(0),
+            _ => Tensor::f_cat(&parts, 0)?,
+        });
         Ok(match run.narrow {
             Some(_) => out,
             None => out.f_index_select(1, &channels)?,
@@ -332,10 +351,24 @@ impl Narrowed<'_> {
         Ok(h)
     }
 
-    /// Images `h` that equal `background` ([1, C, 1, 1]) outside `region`. Outside the region
-    /// grown by the receptive field so far, every map of every image equals the background
-    /// image's own map (same values, same zero padding at the edges), so that map is computed
-    /// once, for one image, and each stage runs on the grown region alone, framed by the
+    /// The maps of a uniform image of `colour` ([1, C, 1, 1]) the size of the images `like`:
+    /// the input of every stage, then the last stage's output.
+    fn background(&self, colour: &Tensor, like: &Tensor) -> Result<Vec<Tensor>> {
+        let s = like.size();
+        let mut u = layout_like(like, &colour.f_expand([1, s[1], s[2], s[3]], false)?)?;
+        let mut maps = Vec::with_capacity(self.stages.len() + 1);
+        for i in 0..self.stages.len() {
+            let next = self.stage(i, &u)?;
+            maps.push(std::mem::replace(&mut u, next));
+        }
+        maps.push(u);
+        Ok(maps)
+    }
+
+    /// Images `h` that equal a uniform background outside `region`, whose maps are
+    /// `background` (see `background`). Outside the region grown by the receptive field so
+    /// far, every map of every image equals the background's map (same values, same zero
+    /// padding at the edges), so each stage runs on the grown region alone, framed by the
     /// background's values (`Locality` says how far a stage reaches):
     /// - pointwise: the region stays;
     /// - a window of radius r: run on the region grown by 2r, framed; the inner part grown by r
@@ -344,16 +377,13 @@ impl Narrowed<'_> {
     /// - blocks of size k: run on the whole blocks the region touches; they become the region.
     ///
     /// At the end the region is pasted into the background's output.
-    fn framed(&self, h: Tensor, background: &Tensor, region: Region) -> Result<Tensor> {
-        let s = h.size();
-        let (b, c) = (s[0], s[1]);
-        let mut u = layout_like(&h, &background.f_expand([1, c, s[2], s[3]], false)?)?;
+    fn framed(&self, h: Tensor, background: &[Tensor], region: Region) -> Result<Tensor> {
+        let b = h.size()[0];
         // None once the images no longer differ from the background at all
         let mut inside = Some(crop(&h, region)?);
         let mut region = region;
-        for i in 0..self.stages.len() {
+        for (i, u) in background[..self.stages.len()].iter().enumerate() {
             let (height, width) = (u.size()[2], u.size()[3]);
-            let next_u = self.stage(i, &u)?;
             if let Some(x) = inside.take() {
                 let locality = self.stages[i]
                     .op
@@ -363,7 +393,7 @@ impl Narrowed<'_> {
                     Locality::Pointwise => Some(self.stage_owned(i, x)?),
                     Locality::Window { radius } => {
                         let outer = region.grow(2 * radius, height, width);
-                        let y = self.stage(i, &frame(&u, outer, &x, region)?)?;
+                        let y = self.stage(i, &frame(u, outer, &x, region)?)?;
                         let inner = region.grow(radius, height, width);
                         region = inner;
                         Some(crop(&y, inner.within(outer))?)
@@ -384,18 +414,30 @@ impl Narrowed<'_> {
                             None
                         } else {
                             let x = crop(&x, kept.within(before))?;
-                            Some(self.stage(i, &frame(&u, outer, &x, kept)?)?)
+                            Some(self.stage(i, &frame(u, outer, &x, kept)?)?)
                         }
                     }
                 };
             }
-            u = next_u;
         }
-        let out = layout_like(&u, &u.f_expand([b, -1, -1, -1], false)?)?;
+        let u = &background[self.stages.len()];
+        let out = layout_like(u, &u.f_expand([b, -1, -1, -1], false)?)?;
         if let Some(x) = inside {
             crop(&out, region)?.f_copy_(&x)?;
         }
         Ok(out)
+    }
+}
+
+/// Images per forward pass on the CPU (see `forward_to_channels`); other devices take the
+/// whole batch at once.
+const CPU_SUB_BATCH: i64 = 8;
+
+fn sub_batch(h: &Tensor) -> i64 {
+    let n = h.size()[0].max(1);
+    match h.device() {
+        Device::Cpu => CPU_SUB_BATCH.min(n),
+        _ => n,
     }
 }
 
@@ -668,6 +710,15 @@ mod tests {
     }
 
     #[test]
+    fn narrowed_forward_in_sub_batches_equals_the_whole_forward() {
+        let vgg = net(vgg_like);
+        for n in [1, CPU_SUB_BATCH, 2 * CPU_SUB_BATCH + 1] {
+            let x = Tensor::rand([n, 3, 30, 30], (Kind::Float, Device::Cpu));
+            assert_same(&vgg, &x, &[1, 5], &format!("{n} random images"));
+        }
+    }
+
+    #[test]
     fn surround_finds_where_images_leave_the_background() {
         let net = net(vgg_like);
         let x = patched(4, 30, (9, 20), (12, 17));
@@ -696,8 +747,13 @@ mod tests {
     fn framed_forward_equals_the_whole_forward() {
         let vgg = net(vgg_like);
         // odd size: the second pooling drops a row and a column
-        for (rows, cols) in [((9, 20), (12, 17)), ((0, 6), (20, 30)), ((25, 30), (0, 30))] {
-            let x = patched(5, 30, rows, cols);
+        // more images than a CPU sub-batch in the first case
+        for (n, rows, cols) in [
+            (CPU_SUB_BATCH + 3, (9, 20), (12, 17)),
+            (5, (0, 6), (20, 30)),
+            (5, (25, 30), (0, 30)),
+        ] {
+            let x = patched(n, 30, rows, cols);
             assert_same(&vgg, &x, &[4, 0, 5], &format!("patch {rows:?} x {cols:?}"));
         }
         // a patch that only the rows and columns pooling drops: gone after the first stage
