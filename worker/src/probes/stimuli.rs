@@ -75,6 +75,18 @@ pub fn aperture(x: &Tensor, fraction: f64) -> Result<Tensor> {
     Ok(x.f_sub(&c)?.f_mul(&m)?.f_add(&c)?)
 }
 
+/// First and one-past-last row (= column) of an S x S image that the aperture of radius
+/// `fraction` S/2 lets through: outside that square every pixel is the mean colour.
+fn aperture_span(size: i64, fraction: f64) -> (i64, i64) {
+    // pixel i's centre is i + 1/2 - S/2 from the axis; its weight is > 0 while that is below
+    // the radius plus the half-pixel edge
+    let reach = fraction * size as f64 / 2.0 + 0.5;
+    let first = (0..size)
+        .find(|i| ((*i as f64) + 0.5 - size as f64 / 2.0).abs() < reach)
+        .unwrap_or(0);
+    (first, size - first)
+}
+
 /// Pixel-centre coordinates in display orientation: x right, y up, origin at the centre;
 /// two [S, S] tensors.
 fn centred_coordinates(size: i64, device: Device) -> Result<(Tensor, Tensor)> {
@@ -103,7 +115,11 @@ pub fn rotations(image: &Tensor, angles: &[f64], aperture_fraction: f64) -> Resu
         theta.extend_from_slice(&[c as f32, -s as f32, 0.0, s as f32, c as f32, 0.0]);
     }
     let theta = Tensor::from_slice(&theta).to_device(device).view([n, 2, 3]);
-    let grid = Tensor::f_affine_grid_generator(&theta, [n, 3, size, size], false)?;
+    // Only the square the aperture lets through is sampled; the rest is the mean colour.
+    let (first, end) = aperture_span(size, aperture_fraction);
+    let grid = Tensor::f_affine_grid_generator(&theta, [n, 3, size, size], false)?
+        .f_narrow(1, first, end - first)?
+        .f_narrow(2, first, end - first)?;
     let c = mean_colour(device);
     // Sample (x - c) with zero padding so that whatever comes in from outside is the mean colour.
     let centred = image
@@ -114,7 +130,14 @@ pub fn rotations(image: &Tensor, angles: &[f64], aperture_fraction: f64) -> Resu
         .f_grid_sampler(&grid, 2, 0, false)?
         .f_add(&c)?
         .f_clamp(0.0, 1.0)?;
-    aperture(&rotated, aperture_fraction)
+    let m = aperture_mask(size, aperture_fraction, device)?
+        .f_narrow(2, first, end - first)?
+        .f_narrow(3, first, end - first)?;
+    let out = c.f_expand([n, 3, size, size], false)?.contiguous();
+    out.f_narrow(2, first, end - first)?
+        .f_narrow(3, first, end - first)?
+        .f_copy_(&rotated.f_sub(&c)?.f_mul(&m)?.f_add(&c)?)?;
+    Ok(out)
 }
 
 /// The image [3, S, S] at zoom factor `z` (> 0), same size: [3, S, S].
@@ -287,6 +310,49 @@ mod tests {
         // counterclockwise as displayed: the top row becomes the left column
         let rot90 = aperture(&img.rot90(1, [1, 2]).unsqueeze(0), 0.8).unwrap();
         assert!(max_abs(&(out.get(1) - rot90.get(0))) < 1e-4);
+    }
+
+    #[test]
+    fn rotations_sample_only_what_the_aperture_lets_through() {
+        let img = Tensor::rand([3, 40, 40], (Kind::Float, Device::Cpu));
+        for fraction in [0.3, 0.7, 1.0] {
+            let (first, end) = aperture_span(40, fraction);
+            let m = aperture_mask(40, fraction, Device::Cpu).unwrap();
+            // nothing outside the square gets through, and its edge rows do
+            let outside = m.copy();
+            let _ = outside
+                .narrow(2, first, end - first)
+                .narrow(3, first, end - first)
+                .fill_(0.0);
+            assert_eq!(max_abs(&outside), 0.0, "fraction {fraction}");
+            assert!(m.narrow(2, first, 1).max().double_value(&[]) > 0.0);
+            // the whole image sampled, then the aperture: the same stimuli
+            let angles = [0.0, 33.0, 90.0, 200.0];
+            let full = {
+                let n = angles.len() as i64;
+                let theta: Vec<f32> = angles
+                    .iter()
+                    .flat_map(|a: &f64| {
+                        let (s, c) = (a * PI / 180.0).sin_cos();
+                        [c as f32, -s as f32, 0.0, s as f32, c as f32, 0.0]
+                    })
+                    .collect();
+                let grid = Tensor::affine_grid_generator(
+                    &Tensor::from_slice(&theta).view([n, 2, 3]),
+                    [n, 3, 40, 40],
+                    false,
+                );
+                let c = mean_colour(Device::Cpu);
+                let rotated = (img.unsqueeze(0) - &c)
+                    .expand([n, 3, 40, 40], false)
+                    .grid_sampler(&grid, 2, 0, false)
+                    .g_add(&c)
+                    .clamp(0.0, 1.0);
+                aperture(&rotated, fraction).unwrap()
+            };
+            let fast = rotations(&img, &angles, fraction).unwrap();
+            assert!(max_abs(&(fast - full)) < 1e-6, "fraction {fraction}");
+        }
     }
 
     #[test]
