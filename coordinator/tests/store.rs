@@ -710,6 +710,10 @@ async fn bad_specs_are_refused_naming_the_field(backend: Backend, name: &str) {
         ),
         (spec("b", "[]", "\"all\"", "[\"synthesis\"]"), "layers"),
         (
+            spec("b", "[\"conv1\"]", "\"all\"", "[\"grating\"]").replace("[2, 4, 8]", "[2, 16]"),
+            "Nyquist",
+        ),
+        (
             "name = \"b\"\nmodel = \"testnet\"\nlayers = [\"conv1\"]\n[zoom]\nfactors = [0.0]\n"
                 .to_string(),
             "zoom.factors",

@@ -174,10 +174,11 @@ pub fn worker(name: &str) -> RegisterWorkerRequest {
 }
 
 /// A campaign spec over the test model.
+/// testnet takes 32 px images, so gratings stay below its Nyquist limit of 16 cycles.
 pub fn spec(name: &str, layers: &str, filters: &str, probes: &str) -> String {
     format!(
         "name = \"{name}\"\nmodel = \"testnet\"\nlayers = {layers}\nfilters = {filters}\nprobes = {probes}\n\
-         [synthesis]\nsteps = 8\n"
+         grating = {{ spatial_frequencies = [2, 4, 8] }}\n[synthesis]\nsteps = 8\n"
     )
 }
 
