@@ -1,13 +1,32 @@
 //! Probe cost against synthesis cost: all the paper's probes (baseline, zoom, rotation, color)
-//! of one filter, against that filter's synthesis at default settings (256 steps, 224 px,
-//! batch 1), on the same machine in the same run. Goal: probes <= 5% of synthesis.
+//! of one filter, against that filter's synthesis (256 steps, 224 px), on the same machine in
+//! the same run. Goal: probes <= 5% of synthesis at default settings on CPU.
 //!
-//! Synthesis time is measured over a few steps and scaled to the default step count (every
-//! step costs the same); VEPHYS_BENCH_STEPS scales the number of timed steps. The single-colour
-//! max images the color probe starts from are syntheses of their own and are not counted as
-//! probe time. The two are timed alternately, `VEPHYS_BENCH_ROUNDS` times (default 2), and the
-//! best of each is kept, so that load from other processes hits both alike. Grating and hue are
-//! left out: their ~300 stimuli are shared by every filter of a layer.
+//! What each side counts (the bench prints it too):
+//! - synthesis: one full-colour synthesis of the filter, measured over a few steps and scaled
+//!   to 256 (every step costs the same), per filter, twice: in a batch of 16 filters, the
+//!   default `--batch` of `synth` and `characterize`, and alone (batch 1), the fastest way to
+//!   synthesize one filter on a CPU (a batch of 16 does not fit the cache). Ratios are given
+//!   against both. `VEPHYS_BENCH_STEPS` scales the number of timed steps (8 at batch 1, 2 at
+//!   batch 16).
+//! - probes: making and evaluating every stimulus of the four paper probes for that one filter,
+//!   49 at the defaults, including the baseline's white and noise images although a run over
+//!   many filters evaluates those once for all of them. Not counted: the three single-colour
+//!   max images the color probe starts from; they are syntheses of their own (each as costly
+//!   as the full-colour one), not probes. Grating and hue are left out: their ~300 stimuli are
+//!   shared by every filter of a layer.
+//!
+//! The sides are timed alternately, `VEPHYS_BENCH_ROUNDS` times (default 3), so that load from
+//! other processes hits them alike; the best round of each is the result, the worst is printed
+//! beside it, and each round's own ratios (timed back to back) follow. Times are wall clock.
+//! Other processes on the machine distort the ratio, and not evenly: synthesis at batch 1 runs
+//! many small operations that slow down far more under contention than the probes' batches,
+//! which makes the ratio look better than it is. Run it on an otherwise idle machine.
+//!
+//! `VEPHYS_BENCH_MODELS=vgg19` (comma-separated) runs only those models.
+//! `VEPHYS_BENCH_FORWARD=1` also times the two ways of evaluating the rotation probe's 24
+//! stimuli: the full forward pass then selecting the filter (`forward_to`, what the probes did
+//! first) against `forward_to_channels` (what `measure` uses).
 //!
 //! Run: `cargo bench -p vephys-worker --bench probes` inside the project's environment.
 
@@ -17,7 +36,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use vephys_worker::device::{describe, parse_device};
 use vephys_worker::models::Network;
-use vephys_worker::probes::{baseline, color, rotation, zoom, ProbeParams};
+use vephys_worker::probes::{baseline, color, rotation, stimuli, zoom, ProbeParams};
 use vephys_worker::synthesis::{synthesize, ColorMode, SynthParams};
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -26,19 +45,62 @@ fn env_dir(var: &str, default: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(default))
 }
 
-/// Seconds per filter of a default synthesis, from `steps` timed steps at batch 1.
-fn synthesis_seconds(net: &Network, layer: usize, steps: i64) -> f64 {
+fn env_num<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Seconds of wall clock `f` takes.
+fn seconds(f: impl FnOnce()) -> f64 {
+    let start = Instant::now();
+    f();
+    start.elapsed().as_secs_f64()
+}
+
+/// Best (lowest) and worst of the rounds.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    best: f64,
+    worst: f64,
+}
+
+impl Spread {
+    fn new() -> Spread {
+        Spread {
+            best: f64::INFINITY,
+            worst: 0.0,
+        }
+    }
+
+    fn push(&mut self, s: f64) {
+        self.best = self.best.min(s);
+        self.worst = self.worst.max(s);
+    }
+}
+
+/// The default `--batch` of `synth` and `characterize`.
+const DEFAULT_SYNTH_BATCH: i64 = 16;
+
+/// Seconds per filter of a full-colour synthesis (256 steps at 224 px), from `steps` timed
+/// steps with `batch` filters at once.
+fn synthesis_seconds(net: &Network, layer: usize, steps: i64, batch: i64) -> f64 {
     let params = SynthParams {
         steps,
         ..SynthParams::default()
     };
-    let start = Instant::now();
-    synthesize(net, layer, &[0], &params, &mut || {}).unwrap();
-    start.elapsed().as_secs_f64() / steps as f64 * SynthParams::default().steps as f64
+    let filters: Vec<i64> = (0..batch).collect();
+    let s = seconds(|| {
+        synthesize(net, layer, &filters, &params, &mut || {}).unwrap();
+    });
+    s * SynthParams::default().steps as f64 / steps as f64 / batch as f64
 }
 
-/// Seconds for the four paper probes of one filter.
-fn paper_probe_seconds(net: &Network, layer: usize) -> f64 {
+const PROBES: [&str; 4] = ["baseline", "zoom", "rotation", "color"];
+
+/// Seconds of each of the four paper probes of one filter, in `PROBES` order.
+fn paper_probe_seconds(net: &Network, layer: usize) -> [f64; 4] {
     let size = SynthParams::default().size;
     let p = ProbeParams::default();
     let image = Tensor::rand([3, size, size], (Kind::Float, net.device()));
@@ -49,32 +111,67 @@ fn paper_probe_seconds(net: &Network, layer: usize) -> f64 {
         &image * mask
     });
     let (f, images, singles) = (&[0i64][..], std::slice::from_ref(&image), [single]);
-    let start = Instant::now();
-    baseline::run(net, layer, f, images, &p).unwrap();
-    zoom::run(net, layer, f, images, &p).unwrap();
-    rotation::run(net, layer, f, images, &p).unwrap();
-    color::run(net, layer, f, &singles, &p).unwrap();
-    start.elapsed().as_secs_f64()
+    [
+        seconds(|| {
+            baseline::run(net, layer, f, images, &p).unwrap();
+        }),
+        seconds(|| {
+            zoom::run(net, layer, f, images, &p).unwrap();
+        }),
+        seconds(|| {
+            rotation::run(net, layer, f, images, &p).unwrap();
+        }),
+        seconds(|| {
+            color::run(net, layer, f, &singles, &p).unwrap();
+        }),
+    ]
 }
 
-/// Stimuli the four paper probes show one filter.
-fn paper_stimuli() -> usize {
+/// Stimuli the four paper probes show one filter, in `PROBES` order.
+fn paper_stimuli() -> [usize; 4] {
     let p = ProbeParams::default();
-    baseline::STIMULI.len() + p.zoom_factors.len() + p.angles.len() + color::labels().len()
+    [
+        baseline::STIMULI.len(),
+        p.zoom_factors.len(),
+        p.angles.len(),
+        color::labels().len(),
+    ]
+}
+
+/// Seconds for the rotation probe's stimuli through the full forward pass (then the filter
+/// selected) and through `forward_to_channels`, and the largest relative difference of their
+/// maps.
+fn forward_seconds(net: &Network, layer: usize) -> (f64, f64, f64) {
+    let size = SynthParams::default().size;
+    let p = ProbeParams::default();
+    let image = Tensor::rand([3, size, size], (Kind::Float, net.device()));
+    let x = stimuli::rotations(&image, &p.angles, p.aperture).unwrap();
+    let _guard = tch::no_grad_guard();
+    let index = Tensor::from_slice(&[0i64]).to_device(net.device());
+    let (mut full, mut narrow) = (None, None);
+    let a = seconds(|| full = Some(net.forward_to(&x, layer).unwrap().index_select(1, &index)));
+    let b = seconds(|| narrow = Some(net.forward_to_channels(&x, layer, &[0]).unwrap()));
+    let (full, narrow) = (full.unwrap(), narrow.unwrap());
+    let err = (&full - &narrow).abs().max().double_value(&[])
+        / full.abs().max().double_value(&[]).max(1e-30);
+    (a, b, err)
+}
+
+fn percent(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    let v: Vec<String> = values.iter().map(|r| format!("{r:.2}%")).collect();
+    v.join(" ")
 }
 
 fn main() {
     let device =
         parse_device(&std::env::var("VEPHYS_DEVICE").unwrap_or_else(|_| "auto".into())).unwrap();
-    let scale: f64 = std::env::var("VEPHYS_BENCH_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    let steps = (8.0 * scale).ceil().max(1.0) as i64;
-    let rounds: usize = std::env::var("VEPHYS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+    let scale = env_num("VEPHYS_BENCH_STEPS", 1.0f64);
+    let steps = |n: f64| (n * scale).ceil().max(1.0) as i64;
+    let (steps_one, steps_batch) = (steps(8.0), steps(2.0));
+    let rounds: usize = env_num("VEPHYS_BENCH_ROUNDS", 3).max(1);
+    let compare_forward = std::env::var("VEPHYS_BENCH_FORWARD").is_ok_and(|v| v == "1");
+    let only: Option<String> = std::env::var("VEPHYS_BENCH_MODELS").ok();
     let cases = [
         (
             "vgg19",
@@ -88,37 +185,120 @@ fn main() {
                 .join("efficientnet_lite0.safetensors"),
         ),
     ];
+    let counts = paper_stimuli();
+    let total: usize = counts.iter().sum();
+    let default_steps = SynthParams::default().steps;
+    let b = DEFAULT_SYNTH_BATCH;
     println!(
-        "probe cost vs synthesis, 224 px, device {}; synthesis timed over {steps} steps and scaled to {}",
-        describe(device),
-        SynthParams::default().steps
+        "probe cost vs synthesis per filter, 224 px, device {}",
+        describe(device)
     );
     println!(
-        "{} stimuli per filter for the paper probes; best of {rounds} alternating rounds",
-        paper_stimuli()
+        "  synthesis: one full-colour synthesis ({default_steps} steps) per filter, in a batch of {b} \
+         (the default --batch; timed over {steps_batch} steps) and alone (batch 1; {steps_one} steps)"
     );
     println!(
-        "{:<30} {:>14} {:>14} {:>8}",
-        "model/layer", "synthesis s", "paper probes s", "ratio"
+        "  probes: making and evaluating the {total} stimuli of baseline ({}, incl. the white and noise \
+         images shared by all filters), zoom ({}), rotation ({}), color ({}) for one filter",
+        counts[0], counts[1], counts[2], counts[3]
+    );
+    println!(
+        "  not counted: the 3 single-colour max images the color probe starts from (syntheses of their own)"
+    );
+    println!(
+        "  best of {rounds} alternating rounds, worst in brackets; wall seconds; an idle machine gives honest ratios"
+    );
+    println!(
+        "{:<28} {:>15} {:>15} {:>15} {:>17} {:>17}",
+        "model/layer",
+        format!("synth b{b} s"),
+        "synth b1 s",
+        "probes s",
+        format!("probes/synth b{b}"),
+        "probes/synth b1",
     );
     for (model, layer, weights) in cases {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|m| m == model))
+        {
+            continue;
+        }
         let mut net = Network::build(model, device).unwrap();
         net.load_weights(&weights).unwrap();
         let layer_index = net.layer_index(layer).unwrap();
         // warm-up: libtorch picks its kernels on first use
-        synthesis_seconds(&net, layer_index, 1);
+        synthesis_seconds(&net, layer_index, 1, 1);
+        synthesis_seconds(&net, layer_index, 1, b);
         paper_probe_seconds(&net, layer_index);
-        let (mut synth, mut probes) = (f64::INFINITY, f64::INFINITY);
+        let (mut batch, mut one, mut probes) = (Spread::new(), Spread::new(), Spread::new());
+        let (mut ratios_batch, mut ratios_one) = (Vec::new(), Vec::new());
+        let mut per_probe = [f64::INFINITY; 4];
+        let (mut full, mut narrow, mut err) = (Spread::new(), Spread::new(), 0.0f64);
         for _ in 0..rounds {
-            synth = synth.min(synthesis_seconds(&net, layer_index, steps));
-            probes = probes.min(paper_probe_seconds(&net, layer_index));
+            let s_batch = synthesis_seconds(&net, layer_index, steps_batch, b);
+            let s_one = synthesis_seconds(&net, layer_index, steps_one, 1);
+            let each = paper_probe_seconds(&net, layer_index);
+            let sum: f64 = each.iter().sum();
+            if sum < probes.best {
+                per_probe = each;
+            }
+            batch.push(s_batch);
+            one.push(s_one);
+            probes.push(sum);
+            ratios_batch.push(100.0 * sum / s_batch);
+            ratios_one.push(100.0 * sum / s_one);
+            if compare_forward {
+                let (a, b, e) = forward_seconds(&net, layer_index);
+                full.push(a);
+                narrow.push(b);
+                err = err.max(e);
+            }
         }
+        let spread = |s: Spread, d: usize| format!("{:.d$} [{:.d$}]", s.best, s.worst);
+        let ratio = |p: Spread, s: Spread| {
+            format!(
+                "{:.2}% [{:.2}%]",
+                100.0 * p.best / s.best,
+                100.0 * p.worst / s.worst
+            )
+        };
         println!(
-            "{:<30} {:>14.2} {:>14.3} {:>7.2}%",
+            "{:<28} {:>15} {:>15} {:>15} {:>17} {:>17}",
             format!("{model}/{layer}"),
-            synth,
-            probes,
-            100.0 * probes / synth,
+            spread(batch, 1),
+            spread(one, 1),
+            spread(probes, 2),
+            ratio(probes, batch),
+            ratio(probes, one),
         );
+        let names: Vec<String> = PROBES
+            .iter()
+            .zip(per_probe)
+            .zip(counts)
+            .map(|((name, s), n)| format!("{name} {s:.2} ({n})"))
+            .collect();
+        println!(
+            "{:<28} per probe, s (stimuli): {}; {:.3} s per stimulus, {:.3} s per synthesis step at batch 1",
+            "",
+            names.join(", "),
+            probes.best / total as f64,
+            one.best / default_steps as f64,
+        );
+        println!(
+            "{:<28} each round's ratio, sorted: vs batch {b}: {}; vs batch 1: {}",
+            "",
+            percent(&mut ratios_batch),
+            percent(&mut ratios_one),
+        );
+        if compare_forward {
+            println!(
+                "{:<28} rotation's {} stimuli: full forward + select {}, forward_to_channels {}, max rel diff {err:.1e}",
+                "",
+                counts[2],
+                spread(full, 2),
+                spread(narrow, 2),
+            );
+        }
     }
 }
