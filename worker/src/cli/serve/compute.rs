@@ -328,7 +328,7 @@ fn max_images(
                 images.push(results::decode_png(png, size)?);
                 live.push(job);
             }
-            None => dead.push(results::dead_unit(job.job_id, job.filter, batch.probe)),
+            None => dead.push(results::dead_unit(job.job_id)),
         }
     }
     Ok((live, images, dead))

@@ -128,7 +128,7 @@ pub fn synthesis(ctx: &Context, job_id: i64, o: &SynthOutcome) -> Result<Finishe
 }
 
 /// A probe job of a unit synthesis found dead: there is no max image to show it.
-pub fn dead_unit(job_id: i64, _filter: i64, _probe: Probe) -> Finished {
+pub fn dead_unit(job_id: i64) -> Finished {
     Finished {
         job_id,
         max_act: 0.0,
