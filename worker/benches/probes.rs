@@ -3,12 +3,11 @@
 //! the same run. Goal: probes <= 5% of synthesis at default settings on CPU.
 //!
 //! What each side counts (the bench prints it too):
-//! - synthesis: one full-colour synthesis of the filter, measured over a few steps and scaled
-//!   to 256 (every step costs the same), per filter, twice: in a batch of 16 filters, the
-//!   default `--batch` of `synth` and `characterize`, and alone (batch 1), the fastest way to
-//!   synthesize one filter on a CPU (a batch of 16 does not fit the cache). Ratios are given
-//!   against both. `VEPHYS_BENCH_STEPS` scales the number of timed steps (8 at batch 1, 2 at
-//!   batch 16).
+//! - synthesis: one full-colour synthesis of the filter (256 steps), run as the worker runs it
+//!   (`synthesize`: on the CPU one image per pass, so one filter is timed; elsewhere the default
+//!   batch of 16 at once, divided by 16). A run of a few steps and one of three times as many
+//!   give the cost of a step and the fixed cost (start, final measurement), so neither is
+//!   scaled wrongly to 256 steps. `VEPHYS_BENCH_STEPS` scales the timed steps (4 and 12).
 //! - probes: making and evaluating every stimulus of the four paper probes for that one filter,
 //!   49 at the defaults, including the baseline's white and noise images although a run over
 //!   many filters evaluates those once for all of them. Not counted: the three single-colour
@@ -19,9 +18,7 @@
 //! The sides are timed alternately, `VEPHYS_BENCH_ROUNDS` times (default 3), so that load from
 //! other processes hits them alike; the best round of each is the result, the worst is printed
 //! beside it, and each round's own ratios (timed back to back) follow. Times are wall clock.
-//! Other processes on the machine distort the ratio, and not evenly: synthesis at batch 1 runs
-//! many small operations that slow down far more under contention than the probes' batches,
-//! which makes the ratio look better than it is. Run it on an otherwise idle machine.
+//! Other processes on the machine distort the ratio; run it on an otherwise idle machine.
 //!
 //! `VEPHYS_BENCH_MODELS=vgg19` (comma-separated) runs only those models.
 //! `VEPHYS_BENCH_FORWARD=1` also times the two ways of evaluating the rotation probe's 24
@@ -83,18 +80,28 @@ impl Spread {
 /// The default `--batch` of `synth` and `characterize`.
 const DEFAULT_SYNTH_BATCH: i64 = 16;
 
-/// Seconds per filter of a full-colour synthesis (256 steps at 224 px), from `steps` timed
-/// steps with `batch` filters at once.
-fn synthesis_seconds(net: &Network, layer: usize, steps: i64, batch: i64) -> f64 {
-    let params = SynthParams {
-        steps,
-        ..SynthParams::default()
+/// Seconds per filter of a full-colour synthesis (256 steps at 224 px) of the default batch,
+/// from runs of `steps` and `3 * steps` steps (see the top of the file).
+fn synthesis_seconds(net: &Network, layer: usize, steps: i64) -> f64 {
+    // the CPU runs a batch one image per pass: one filter costs what each of 16 would
+    let batch = match net.device() {
+        tch::Device::Cpu => 1,
+        _ => DEFAULT_SYNTH_BATCH,
     };
     let filters: Vec<i64> = (0..batch).collect();
-    let s = seconds(|| {
-        synthesize(net, layer, &filters, &params, &mut || {}).unwrap();
-    });
-    s * SynthParams::default().steps as f64 / steps as f64 / batch as f64
+    let run = |steps: i64| {
+        let params = SynthParams {
+            steps,
+            ..SynthParams::default()
+        };
+        seconds(|| {
+            synthesize(net, layer, &filters, &params, &mut |_| {}).unwrap();
+        })
+    };
+    let (short, long) = (run(steps), run(3 * steps));
+    let per_step = ((long - short) / (2 * steps) as f64).max(0.0);
+    let fixed = (short - per_step * steps as f64).max(0.0);
+    (fixed + per_step * SynthParams::default().steps as f64) / batch as f64
 }
 
 const PROBES: [&str; 4] = ["baseline", "zoom", "rotation", "color"];
@@ -168,7 +175,7 @@ fn main() {
         parse_device(&std::env::var("VEPHYS_DEVICE").unwrap_or_else(|_| "auto".into())).unwrap();
     let scale = env_num("VEPHYS_BENCH_STEPS", 1.0f64);
     let steps = |n: f64| (n * scale).ceil().max(1.0) as i64;
-    let (steps_one, steps_batch) = (steps(8.0), steps(2.0));
+    let synth_steps = steps(4.0);
     let rounds: usize = env_num("VEPHYS_BENCH_ROUNDS", 3).max(1);
     let compare_forward = std::env::var("VEPHYS_BENCH_FORWARD").is_ok_and(|v| v == "1");
     let only: Option<String> = std::env::var("VEPHYS_BENCH_MODELS").ok();
@@ -188,14 +195,14 @@ fn main() {
     let counts = paper_stimuli();
     let total: usize = counts.iter().sum();
     let default_steps = SynthParams::default().steps;
-    let b = DEFAULT_SYNTH_BATCH;
     println!(
         "probe cost vs synthesis per filter, 224 px, device {}",
         describe(device)
     );
     println!(
-        "  synthesis: one full-colour synthesis ({default_steps} steps) per filter, in a batch of {b} \
-         (the default --batch; timed over {steps_batch} steps) and alone (batch 1; {steps_one} steps)"
+        "  synthesis: one full-colour synthesis ({default_steps} steps) per filter of the default batch of \
+         {DEFAULT_SYNTH_BATCH} (on the CPU one image per pass), from runs of {synth_steps} and {} steps",
+        3 * synth_steps
     );
     println!(
         "  probes: making and evaluating the {total} stimuli of baseline ({}, incl. the white and noise \
@@ -209,13 +216,8 @@ fn main() {
         "  best of {rounds} alternating rounds, worst in brackets; wall seconds; an idle machine gives honest ratios"
     );
     println!(
-        "{:<28} {:>15} {:>15} {:>15} {:>17} {:>17}",
-        "model/layer",
-        format!("synth b{b} s"),
-        "synth b1 s",
-        "probes s",
-        format!("probes/synth b{b}"),
-        "probes/synth b1",
+        "{:<28} {:>15} {:>15} {:>17}",
+        "model/layer", "synthesis s", "probes s", "probes/synthesis",
     );
     for (model, layer, weights) in cases {
         if only
@@ -228,26 +230,22 @@ fn main() {
         net.load_weights(&weights).unwrap();
         let layer_index = net.layer_index(layer).unwrap();
         // warm-up: libtorch picks its kernels on first use
-        synthesis_seconds(&net, layer_index, 1, 1);
-        synthesis_seconds(&net, layer_index, 1, b);
+        synthesis_seconds(&net, layer_index, 1);
         paper_probe_seconds(&net, layer_index);
-        let (mut batch, mut one, mut probes) = (Spread::new(), Spread::new(), Spread::new());
-        let (mut ratios_batch, mut ratios_one) = (Vec::new(), Vec::new());
+        let (mut synthesis, mut probes) = (Spread::new(), Spread::new());
+        let mut ratios = Vec::new();
         let mut per_probe = [f64::INFINITY; 4];
         let (mut full, mut narrow, mut err) = (Spread::new(), Spread::new(), 0.0f64);
         for _ in 0..rounds {
-            let s_batch = synthesis_seconds(&net, layer_index, steps_batch, b);
-            let s_one = synthesis_seconds(&net, layer_index, steps_one, 1);
+            let synth = synthesis_seconds(&net, layer_index, synth_steps);
             let each = paper_probe_seconds(&net, layer_index);
             let sum: f64 = each.iter().sum();
             if sum < probes.best {
                 per_probe = each;
             }
-            batch.push(s_batch);
-            one.push(s_one);
+            synthesis.push(synth);
             probes.push(sum);
-            ratios_batch.push(100.0 * sum / s_batch);
-            ratios_one.push(100.0 * sum / s_one);
+            ratios.push(100.0 * sum / synth);
             if compare_forward {
                 let (a, b, e) = forward_seconds(&net, layer_index);
                 full.push(a);
@@ -264,13 +262,11 @@ fn main() {
             )
         };
         println!(
-            "{:<28} {:>15} {:>15} {:>15} {:>17} {:>17}",
+            "{:<28} {:>15} {:>15} {:>17}",
             format!("{model}/{layer}"),
-            spread(batch, 1),
-            spread(one, 1),
+            spread(synthesis, 1),
             spread(probes, 2),
-            ratio(probes, batch),
-            ratio(probes, one),
+            ratio(probes, synthesis),
         );
         let names: Vec<String> = PROBES
             .iter()
@@ -279,17 +275,16 @@ fn main() {
             .map(|((name, s), n)| format!("{name} {s:.2} ({n})"))
             .collect();
         println!(
-            "{:<28} per probe, s (stimuli): {}; {:.3} s per stimulus, {:.3} s per synthesis step at batch 1",
+            "{:<28} per probe, s (stimuli): {}; {:.4} s per stimulus, {:.4} s per synthesis step",
             "",
             names.join(", "),
             probes.best / total as f64,
-            one.best / default_steps as f64,
+            synthesis.best / default_steps as f64,
         );
         println!(
-            "{:<28} each round's ratio, sorted: vs batch {b}: {}; vs batch 1: {}",
+            "{:<28} each round's ratio, sorted: {}",
             "",
-            percent(&mut ratios_batch),
-            percent(&mut ratios_one),
+            percent(&mut ratios),
         );
         if compare_forward {
             println!(

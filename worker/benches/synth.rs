@@ -30,7 +30,8 @@ fn env_dir(var: &str, default: &str) -> PathBuf {
 }
 
 /// Steady-state image-steps/s: from the end of the first step to the end of the last (both
-/// sides exclude start-up, the first step's kernel selection, and vephys's final measurement).
+/// sides exclude start-up and the first step's kernel selection; vephys's final measurement of
+/// each pass and, on the CPU, the start of each pass after the first count against it).
 fn vephys_rate(net: &Network, layer: &str, batch: usize, steps: i64) -> f64 {
     let layer = net.layer_index(layer).unwrap();
     let filters: Vec<i64> = (0..batch as i64).collect();
@@ -38,16 +39,19 @@ fn vephys_rate(net: &Network, layer: &str, batch: usize, steps: i64) -> f64 {
         steps: steps + 1,
         ..SynthParams::default()
     };
-    let mut stamps = Vec::new();
-    synthesize(net, layer, &filters, &params, &mut || {
+    // (when, image-steps done by then)
+    let mut stamps: Vec<(Instant, u64)> = Vec::new();
+    let mut done = 0;
+    synthesize(net, layer, &filters, &params, &mut |n| {
         if let Device::Cuda(n) = net.device() {
             tch::Cuda::synchronize(n as i64);
         }
-        stamps.push(Instant::now())
+        done += n;
+        stamps.push((Instant::now(), done))
     })
     .unwrap();
-    let seconds = (stamps[stamps.len() - 1] - stamps[0]).as_secs_f64();
-    (batch as f64 * steps as f64) / seconds
+    let (first, last) = (stamps[0], stamps[stamps.len() - 1]);
+    (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64()
 }
 
 fn pytorch_rate(case: &Case, device: Device, batch: usize, steps: i64) -> f64 {
@@ -105,6 +109,11 @@ fn main() {
         },
     ];
     println!("synthesis benchmark, 224 px, device {}", describe(device));
+    if device == Device::Cpu {
+        println!(
+            "  on the CPU vephys runs a batch one image per pass (faster there); the PyTorch loop runs it whole"
+        );
+    }
     println!(
         "{:<30} {:>5} {:>6} {:>14} {:>14} {:>7}",
         "model/layer", "batch", "steps", "vephys img-st/s", "pytorch img-st/s", "ratio"

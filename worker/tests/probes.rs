@@ -32,7 +32,7 @@ fn max_images(net: &Network, filters: &[i64], color: ColorMode) -> Vec<Tensor> {
         ..SynthParams::default()
     };
     let layer = net.layer_index("relu").unwrap();
-    synthesize(net, layer, filters, &p, &mut || {})
+    synthesize(net, layer, filters, &p, &mut |_| {})
         .unwrap()
         .into_iter()
         .map(|o| o.image)

@@ -8,7 +8,7 @@ use common::{lite0_weights, photos};
 use tch::{Device, Kind, Tensor};
 use vephys_worker::image_io::{self, png_bytes};
 use vephys_worker::models::Network;
-use vephys_worker::synthesis::{synthesize, ColorMode, Status, SynthParams};
+use vephys_worker::synthesis::{synthesize, synthesize_pass, ColorMode, Status, SynthParams};
 
 fn lite0() -> Network {
     let mut net = Network::build("efficientnet_lite0", Device::Cpu).unwrap();
@@ -30,7 +30,7 @@ fn same_seed_gives_identical_png_bytes() {
     let layer = net.layer_index("blocks.4").unwrap();
     let p = small(12, 48);
     let run = || -> Vec<Vec<u8>> {
-        synthesize(&net, layer, &[0, 5, 9], &p, &mut || {})
+        synthesize(&net, layer, &[0, 5, 9], &p, &mut |_| {})
             .unwrap()
             .iter()
             .map(|o| png_bytes(&o.image).unwrap())
@@ -45,7 +45,7 @@ fn same_seed_gives_identical_png_bytes() {
             seed: 7,
             ..p.clone()
         },
-        &mut || {},
+        &mut |_| {},
     )
     .unwrap();
     assert_ne!(
@@ -53,6 +53,30 @@ fn same_seed_gives_identical_png_bytes() {
         run()[0],
         "another seed must give another image"
     );
+}
+
+/// `synthesize` splits CPU batches into passes: the images are the passes' own, in the order of
+/// the filters asked for, and progress counts every image-step once.
+#[test]
+fn synthesize_returns_every_filter_in_order_and_counts_every_image_step() {
+    let net = lite0();
+    let layer = net.layer_index("blocks.4").unwrap();
+    let p = small(3, 48);
+    let filters = [7i64, 2, 11];
+    let mut counted = 0u64;
+    let all = synthesize(&net, layer, &filters, &p, &mut |n| counted += n).unwrap();
+    assert_eq!(counted, 3 * 3, "3 steps of 3 images");
+    let order: Vec<i64> = all.iter().map(|o| o.filter).collect();
+    assert_eq!(order, filters);
+    let one = synthesize_pass(&net, layer, &[2], &p, &mut |_| {}).unwrap();
+    assert_eq!(
+        png_bytes(&all[1].image).unwrap(),
+        png_bytes(&one[0].image).unwrap()
+    );
+    let Err(err) = synthesize(&net, layer, &[], &p, &mut |_| {}) else {
+        panic!("an empty filter list must be refused");
+    };
+    assert!(err.to_string().contains("--filters"), "{err}");
 }
 
 /// Batching must not couple images: each image of a batch of 16 follows the same path as its
@@ -66,9 +90,9 @@ fn a_batch_of_16_equals_16_runs_of_one() {
     let layer = net.layer_index("blocks.4").unwrap();
     let p = small(2, 48);
     let filters: Vec<i64> = (0..16).map(|i| i * 2).collect();
-    let batched = synthesize(&net, layer, &filters, &p, &mut || {}).unwrap();
+    let batched = synthesize_pass(&net, layer, &filters, &p, &mut |_| {}).unwrap();
     for (i, &f) in filters.iter().enumerate() {
-        let single = synthesize(&net, layer, &[f], &p, &mut || {})
+        let single = synthesize_pass(&net, layer, &[f], &p, &mut |_| {})
             .unwrap()
             .remove(0);
         assert_eq!(single.filter, f);
@@ -108,7 +132,7 @@ fn single_colour_synthesis_leaves_the_other_channels_exactly_zero() {
             color: colour,
             ..small(8, 32)
         };
-        let out = synthesize(&net, layer, &[1, 3], &p, &mut || {}).unwrap();
+        let out = synthesize(&net, layer, &[1, 3], &p, &mut |_| {}).unwrap();
         for o in &out {
             for c in 0..3 {
                 let channel_max = o.image.get(c).max().double_value(&[]);
@@ -138,7 +162,7 @@ fn a_unit_with_no_gradient_is_reported_dead() {
         let _ = params["features.0.bias"].get(3).fill_(-1.0);
     });
     let layer = net.layer_index("block1_conv1").unwrap();
-    let out = synthesize(&net, layer, &[2, 3], &small(4, 16), &mut || {}).unwrap();
+    let out = synthesize(&net, layer, &[2, 3], &small(4, 16), &mut |_| {}).unwrap();
     assert_eq!(out[0].status, Status::Ok);
     assert_eq!(out[1].status, Status::Dead);
     assert_eq!(out[1].max_activity, 0.0);
@@ -150,7 +174,7 @@ fn max_images_beat_every_natural_photo() {
     let layer = net.layer_index("blocks.7").unwrap();
     let size = 128;
     let filters: Vec<i64> = (0..16).map(|i| i * 5).collect();
-    let out = synthesize(&net, layer, &filters, &small(96, size), &mut || {}).unwrap();
+    let out = synthesize(&net, layer, &filters, &small(96, size), &mut |_| {}).unwrap();
 
     let index = Tensor::from_slice(&filters);
     for photo in photos() {

@@ -106,7 +106,7 @@ pub fn run(args: CharacterizeArgs) -> Result<()> {
     }
     let mut summary = Vec::new();
     for chunk in plan.filters.chunks(args.synth.batch) {
-        let tick = &mut || bar.inc(chunk.len() as u64);
+        let tick = &mut |n| bar.inc(n);
         let rgb = synthesize(&plan.net, plan.layer, chunk, &plan.synth, tick)?;
         let single = if plan.wants(ProbeKind::Color) {
             let mut runs = Vec::with_capacity(3);

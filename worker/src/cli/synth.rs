@@ -52,7 +52,8 @@ pub struct SynthFlags {
     #[arg(long, env = "VEPHYS_INIT_STD", allow_negative_numbers = true, default_value_t = SynthParams::default().init_std)]
     pub init_std: f64,
 
-    /// Filters optimised together in one forward/backward pass
+    /// Filters optimised together in one forward/backward pass on a GPU (and written out
+    /// together); the CPU runs one image per pass, which is faster there
     #[arg(long, env = "VEPHYS_BATCH", default_value_t = 16)]
     pub batch: usize,
 }
@@ -159,9 +160,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     let provenance = Provenance::of(&net);
     let mut summary = Vec::new();
     for chunk in filters.chunks(args.synth.batch) {
-        let outcomes = synthesize(&net, layer, chunk, &params, &mut || {
-            bar.inc(chunk.len() as u64)
-        })?;
+        let outcomes = synthesize(&net, layer, chunk, &params, &mut |n| bar.inc(n))?;
         for outcome in &outcomes {
             write_filter(&args.out, &net, &shape.name, &params, &provenance, outcome)?;
             summary.push(json!({

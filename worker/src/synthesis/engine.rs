@@ -48,18 +48,49 @@ pub struct SynthOutcome {
     /// Max and mean activity of the filter on its final (quantized) image.
     pub max_activity: f64,
     pub mean_activity: f64,
-    /// Wall time of the batch divided by its size.
+    /// Wall time of the pass divided by its size.
     pub seconds: f64,
 }
 
-/// Synthesizes one image per filter of `filters` at layer `layer`, as one batch. `on_step` is
-/// called after every step (for progress bars).
+/// Images per pass through the network on the CPU; other devices take the whole batch at once.
+/// Small passes keep their activations and gradients in cache, which outweighs what batching
+/// saves. Measured on a 2-core CPU, 224 px, seconds per image-step: EfficientNet-Lite0 to
+/// blocks.4 0.016 at 1 image per pass, 0.022 at 2, 0.046 at 4, 0.055 at 8, 0.060 at 16; VGG-19
+/// to block3_pool 0.38 at 1 and 2, about 0.7 at 16.
+const CPU_IMAGES_PER_PASS: usize = 1;
+
+/// Synthesizes one image per filter of `filters` at layer `layer`: on the CPU one small pass
+/// after another (see `CPU_IMAGES_PER_PASS`), elsewhere as one batch. `on_step` is called after
+/// every step with the number of images that step advanced (for progress bars).
 pub fn synthesize(
     net: &Network,
     layer: usize,
     filters: &[i64],
     params: &SynthParams,
-    on_step: &mut dyn FnMut(),
+    on_step: &mut dyn FnMut(u64),
+) -> Result<Vec<SynthOutcome>> {
+    if filters.is_empty() {
+        return synthesize_pass(net, layer, filters, params, on_step); // refuses, naming --filters
+    }
+    let per_pass = match net.device() {
+        tch::Device::Cpu => CPU_IMAGES_PER_PASS,
+        _ => filters.len(),
+    };
+    let mut outcomes = Vec::with_capacity(filters.len());
+    for pass in filters.chunks(per_pass) {
+        outcomes.extend(synthesize_pass(net, layer, pass, params, on_step)?);
+    }
+    Ok(outcomes)
+}
+
+/// Synthesizes one image per filter of `filters` in a single batch through the network. A
+/// filter's image is the same whichever batch it runs in (tested), so `synthesize` may split.
+pub fn synthesize_pass(
+    net: &Network,
+    layer: usize,
+    filters: &[i64],
+    params: &SynthParams,
+    on_step: &mut dyn FnMut(u64),
 ) -> Result<Vec<SynthOutcome>> {
     params.validate()?;
     if filters.is_empty() {
@@ -138,7 +169,7 @@ pub fn synthesize(
             }
             Ok(x)
         })?;
-        on_step();
+        on_step(n as u64);
     }
 
     let images = quantize(&x);

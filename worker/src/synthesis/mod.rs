@@ -5,5 +5,5 @@ pub mod objective;
 mod params;
 pub mod regularizers;
 
-pub use engine::{synthesize, Status, SynthOutcome, DATASET_MEAN};
+pub use engine::{synthesize, synthesize_pass, Status, SynthOutcome, DATASET_MEAN};
 pub use params::{ColorMode, ObjectiveKind, SynthParams};

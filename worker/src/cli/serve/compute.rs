@@ -149,7 +149,7 @@ impl Models {
     }
 }
 
-/// Counts work units (synthesis steps, probe batches) into the shared progress fraction.
+/// Counts image-steps of synthesis into the shared progress fraction of a batch.
 struct Progress<'a> {
     done: u64,
     total: u64,
@@ -157,8 +157,8 @@ struct Progress<'a> {
 }
 
 impl Progress<'_> {
-    fn tick(&mut self) {
-        self.done += 1;
+    fn tick(&mut self, image_steps: u64) {
+        self.done += image_steps;
         let fraction = (self.done as f64 / self.total.max(1) as f64).min(1.0);
         self.shared
             .store((fraction * 1e6) as u32, Ordering::Relaxed);
@@ -198,10 +198,10 @@ fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> 
             let s = synth()?;
             let mut progress = Progress {
                 done: 0,
-                total: steps(&s),
+                total: steps(&s) * filters.len() as u64,
                 shared: &batch.progress,
             };
-            let outcomes = synthesize(net, layer, &filters, &s, &mut || progress.tick())?;
+            let outcomes = synthesize(net, layer, &filters, &s, &mut |n| progress.tick(n))?;
             let ids = batch.jobs.iter().map(|j| j.job_id);
             ids.zip(&outcomes)
                 .map(|(id, o)| results::synthesis(&ctx, id, o))
@@ -240,7 +240,7 @@ fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> 
             let steps_each = p.color_steps.unwrap_or(base.steps);
             let mut progress = Progress {
                 done: 0,
-                total: 3 * steps_each as u64,
+                total: 3 * steps_each as u64 * filters.len() as u64,
                 shared: &batch.progress,
             };
             let mut runs = Vec::with_capacity(3);
@@ -250,7 +250,9 @@ fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> 
                     steps: steps_each,
                     ..base.clone()
                 };
-                runs.push(synthesize(net, layer, &filters, &s, &mut || progress.tick())?);
+                runs.push(synthesize(net, layer, &filters, &s, &mut |n| {
+                    progress.tick(n)
+                })?);
             }
             let mut triples = Vec::with_capacity(filters.len());
             let mut files = Vec::with_capacity(filters.len());
