@@ -62,9 +62,15 @@ impl Embedded {
             retry_max_ms: 60_000,
         };
         let store = Arc::new(
-            Store::open(Connect { url: &url, max_connections: 4 }, policy)
-                .await
-                .with_context(|| format!("cannot open the database {}", data.database().display()))?,
+            Store::open(
+                Connect {
+                    url: &url,
+                    max_connections: 4,
+                },
+                policy,
+            )
+            .await
+            .with_context(|| format!("cannot open the database {}", data.database().display()))?,
         );
         let metrics = Arc::new(Metrics::new());
         let token = || Alphanumeric.sample_string(&mut rand::thread_rng(), 32);

@@ -38,8 +38,12 @@ pub struct LocalArgs {
     filters: String,
 
     /// Probes, comma-separated (synthesis always runs: the others start from its max images)
-    #[arg(long, env = "VEPHYS_PROBES", value_delimiter = ',',
-          default_value = "synthesis,baseline,zoom,rotation,color,grating,hue")]
+    #[arg(
+        long,
+        env = "VEPHYS_PROBES",
+        value_delimiter = ',',
+        default_value = "synthesis,baseline,zoom,rotation,color,grating,hue"
+    )]
     probes: Vec<Probe>,
 
     /// Synthesis steps (also the steps of the colour probe's single-colour syntheses)
@@ -111,7 +115,8 @@ fn spec(args: &LocalArgs) -> Result<CampaignSpec> {
         let nyquist = f64::from(size) / 2.0;
         spec.grating.spatial_frequencies.retain(|f| *f < nyquist);
     }
-    spec.check().map_err(|e| anyhow::anyhow!("bad campaign: {e}"))?;
+    spec.check()
+        .map_err(|e| anyhow::anyhow!("bad campaign: {e}"))?;
     Ok(spec)
 }
 
@@ -131,7 +136,12 @@ fn worker_binary(given: Option<&Path>) -> Result<PathBuf> {
     Ok(PathBuf::from("vephys-worker"))
 }
 
-fn spawn_worker(bin: &Path, coordinator: &Embedded, data: &DataDir, args: &LocalArgs) -> Result<Child> {
+fn spawn_worker(
+    bin: &Path,
+    coordinator: &Embedded,
+    data: &DataDir,
+    args: &LocalArgs,
+) -> Result<Child> {
     let log_path = data.root.join("worker.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -166,7 +176,8 @@ async fn drive(
     worker: &mut Child,
     started: Instant,
 ) -> Result<()> {
-    let mut client = crate::connect_to(&coordinator.url, Some(&coordinator.user_token), None).await?;
+    let mut client =
+        crate::connect_to(&coordinator.url, Some(&coordinator.user_token), None).await?;
     wait_for_models(&mut client, worker, data).await?;
     let submitted = client
         .submit_campaign(SubmitCampaignRequest {
@@ -174,7 +185,9 @@ async fn drive(
         })
         .await?
         .into_inner();
-    let campaign = submitted.campaign.context("the coordinator returned no campaign")?;
+    let campaign = submitted
+        .campaign
+        .context("the coordinator returned no campaign")?;
     let resumed = submitted.existing;
     eprintln!(
         "campaign {} ({}): {} jobs{} — data in {}",
@@ -212,12 +225,26 @@ async fn drive(
     })?;
     let compute: i64 = results
         .iter()
-        .filter_map(|r| r.result.as_ref()?.provenance.as_ref().map(|p| p.duration_ms))
+        .filter_map(|r| {
+            r.result
+                .as_ref()?
+                .provenance
+                .as_ref()
+                .map(|p| p.duration_ms)
+        })
         .sum();
     println!();
-    println!("campaign {} {}: {} jobs", finished.id, finished.state, total(&finished));
+    println!(
+        "campaign {} {}: {} jobs",
+        finished.id,
+        finished.state,
+        total(&finished)
+    );
     if resumed {
-        println!("wall time {:.1} s (resumed run; overhead not measured)", wall.as_secs_f64());
+        println!(
+            "wall time {:.1} s (resumed run; overhead not measured)",
+            wall.as_secs_f64()
+        );
     } else {
         let compute_s = compute as f64 / 1000.0;
         println!(
@@ -249,7 +276,11 @@ async fn drive(
 async fn wait_for_models(client: &mut Client, worker: &mut Child, data: &DataDir) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let models = client.list_models(ListModelsRequest {}).await?.into_inner().models;
+        let models = client
+            .list_models(ListModelsRequest {})
+            .await?
+            .into_inner()
+            .models;
         if !models.is_empty() {
             return Ok(());
         }
@@ -273,9 +304,11 @@ async fn wait_for_models(client: &mut Client, worker: &mut Child, data: &DataDir
 /// Shows progress until every job is finished; returns the final campaign.
 async fn follow(client: &mut Client, id: i64) -> Result<Campaign> {
     let bar = ProgressBar::new(1000).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {percent:>3}% {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{bar:30}] {percent:>3}% {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(250));
     let mut stream = client
@@ -294,7 +327,10 @@ async fn follow(client: &mut Client, id: i64) -> Result<Campaign> {
     }
     bar.finish_and_clear();
     match last {
-        Some(c) => Ok(client.get_campaign(GetCampaignRequest { campaign_id: c.id }).await?.into_inner()),
+        Some(c) => Ok(client
+            .get_campaign(GetCampaignRequest { campaign_id: c.id })
+            .await?
+            .into_inner()),
         None => bail!("the coordinator ended the progress stream without news"),
     }
 }
@@ -306,8 +342,17 @@ fn groups_line(c: &Campaign) -> String {
         .map(|g| {
             let k = g.counts.clone().unwrap_or_default();
             let all = k.waiting + k.queued + k.leased + k.succeeded + k.failed + k.cancelled;
-            let failed = if k.failed > 0 { format!(" ({} failed)", k.failed) } else { String::new() };
-            format!("{} {}/{}{failed}", g.probe, k.succeeded + k.failed + k.cancelled, all)
+            let failed = if k.failed > 0 {
+                format!(" ({} failed)", k.failed)
+            } else {
+                String::new()
+            };
+            format!(
+                "{} {}/{}{failed}",
+                g.probe,
+                k.succeeded + k.failed + k.cancelled,
+                all
+            )
         })
         .collect::<Vec<_>>()
         .join(" · ")
@@ -341,7 +386,10 @@ async fn stop_worker(worker: &mut Child) {
             libc::kill(pid as i32, libc::SIGTERM);
         }
     }
-    if tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .is_err()
+    {
         let _ = worker.kill().await;
     }
 }

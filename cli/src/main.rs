@@ -10,10 +10,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use vephys_objects::{Objects, S3Options};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Status;
+use vephys_objects::{Objects, S3Options};
 use vephys_proto::bearer::BearerToken;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe};
 use vephys_proto::v1::campaigns_client::CampaignsClient;
@@ -75,12 +75,15 @@ enum Command {
     },
     /// Run a campaign on this machine: embedded coordinator (SQLite), one worker, local files;
     /// prints a summary and writes an HTML report. The same command again resumes it.
-    #[command(args_override_self = true, long_about = "Run a campaign on this machine: the embedded coordinator (SQLite in \
+    #[command(
+        args_override_self = true,
+        long_about = "Run a campaign on this machine: the embedded coordinator (SQLite in \
 --data-dir), one `vephys-worker serve` child process and a local object store (files in \
 --data-dir). Shows progress, prints one line per filter (max-image activity, preferred rotation \
 and zoom, colour index) and writes DATA_DIR/report/index.html: the grid of max images and every \
 filter's tuning curves. Interrupted runs resume when the same command runs again. \
-Afterwards `vephys --data-dir DIR results ID` (and status, watch, report) read the same data.")]
+Afterwards `vephys --data-dir DIR results ID` (and status, watch, report) read the same data."
+    )]
     Local(Box<local::LocalArgs>),
     /// Write a campaign's HTML report: grid of max images and per-filter tuning curves
     Report(ReportArgs),
@@ -215,7 +218,14 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let mut client = match &embedded {
         Some(e) => connect_to(&e.url, Some(&e.user_token), None).await?,
-        None => connect_to(&cli.coordinator, cli.token.as_deref(), cli.ca_cert.as_deref()).await?,
+        None => {
+            connect_to(
+                &cli.coordinator,
+                cli.token.as_deref(),
+                cli.ca_cert.as_deref(),
+            )
+            .await?
+        }
     };
     let outcome = command(&mut client, &cli).await;
     if let Some(e) = embedded {
@@ -283,7 +293,9 @@ async fn command(client: &mut Client, cli: &Cli) -> Result<()> {
         }
         Command::Report(args) => {
             let campaign = client
-                .get_campaign(GetCampaignRequest { campaign_id: args.id })
+                .get_campaign(GetCampaignRequest {
+                    campaign_id: args.id,
+                })
                 .await?
                 .into_inner();
             let results = local::query_results(client, args.id).await?;
@@ -307,7 +319,11 @@ async fn command(client: &mut Client, cli: &Cli) -> Result<()> {
 }
 
 /// A client of the coordinator at `url`; `ca_cert` trusts a private CA for https://.
-pub(crate) async fn connect_to(url: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result<Client> {
+pub(crate) async fn connect_to(
+    url: &str,
+    token: Option<&str>,
+    ca_cert: Option<&Path>,
+) -> Result<Client> {
     let mut endpoint = Endpoint::from_shared(url.to_string()).with_context(|| {
         format!("--coordinator `{url}` is not a url; use e.g. http://127.0.0.1:7070")
     })?;
@@ -337,7 +353,15 @@ pub(crate) async fn fetch_images(
     let store = if store_url.is_empty() {
         None
     } else {
-        Some(Objects::open(store_url, &S3Options { endpoint: s3_endpoint }).context("bad --store")?)
+        Some(
+            Objects::open(
+                store_url,
+                &S3Options {
+                    endpoint: s3_endpoint,
+                },
+            )
+            .context("bad --store")?,
+        )
     };
     let mut images = HashMap::new();
     for artifact in results.iter().flat_map(|r| &r.artifacts) {

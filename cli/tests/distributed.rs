@@ -34,12 +34,17 @@ fn env() -> Env {
 
 /// A fresh Postgres database for this test; its URL.
 async fn fresh_database(base: &str, name: &str) -> String {
-    let mut admin = PgConnection::connect(base).await.expect("connect to Postgres");
+    let mut admin = PgConnection::connect(base)
+        .await
+        .expect("connect to Postgres");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await
         .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let (server, _) = base.rsplit_once('/').expect("the url names a database");
     format!("{server}/{name}")
 }
@@ -57,14 +62,29 @@ struct Cluster {
 impl Cluster {
     fn worker(&self, name: &str, extra: &[&str]) -> Proc {
         let mut args: Vec<String> = [
-            "serve", "--coordinator", &self.url, "--store", &self.store, "--s3-endpoint",
-            &self.s3_endpoint, "--device", "cpu", "--max-jobs", "2", "--name", name,
+            "serve",
+            "--coordinator",
+            &self.url,
+            "--store",
+            &self.store,
+            "--s3-endpoint",
+            &self.s3_endpoint,
+            "--device",
+            "cpu",
+            "--max-jobs",
+            "2",
+            "--name",
+            name,
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let home = self.dir.path().join(name);
-        for (flag, sub) in [("--weights-dir", "no-weights"), ("--cache-dir", "cache"), ("--spool-dir", "spool")] {
+        for (flag, sub) in [
+            ("--weights-dir", "no-weights"),
+            ("--cache-dir", "cache"),
+            ("--spool-dir", "spool"),
+        ] {
             args.push(flag.into());
             args.push(home.join(sub).display().to_string());
         }
@@ -72,7 +92,10 @@ impl Cluster {
         Proc::start(
             &binary("vephys-worker"),
             &args,
-            &[("VEPHYS_WORKER_TOKEN", self.worker_token.to_string()), ("VEPHYS_LOG", "info".into())],
+            &[
+                ("VEPHYS_WORKER_TOKEN", self.worker_token.to_string()),
+                ("VEPHYS_LOG", "info".into()),
+            ],
             &self.dir.path().join(format!("{name}.log")),
         )
     }
@@ -91,14 +114,23 @@ async fn start_cluster(env: &Env, name: &str) -> (Cluster, String) {
     let coordinator = Proc::start(
         &binary("vephys-coordinator"),
         &[
-            "--database-url".into(), database.clone(),
-            "--listen".into(), format!("127.0.0.1:{grpc}"),
-            "--http".into(), format!("127.0.0.1:{http}"),
-            "--lease-seconds".into(), "4".into(),
-            "--reap-seconds".into(), "1".into(),
-            "--retry-base-seconds".into(), "1".into(),
+            "--database-url".into(),
+            database.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{grpc}"),
+            "--http".into(),
+            format!("127.0.0.1:{http}"),
+            "--lease-seconds".into(),
+            "4".into(),
+            "--reap-seconds".into(),
+            "1".into(),
+            "--retry-base-seconds".into(),
+            "1".into(),
         ],
-        &[("VEPHYS_WORKER_TOKEN", "w-secret".into()), ("VEPHYS_USER_TOKEN", "u-secret".into())],
+        &[
+            ("VEPHYS_WORKER_TOKEN", "w-secret".into()),
+            ("VEPHYS_USER_TOKEN", "u-secret".into()),
+        ],
         &dir.path().join("coordinator.log"),
     );
     let cluster = Cluster {
@@ -120,13 +152,28 @@ async fn start_cluster(env: &Env, name: &str) -> (Cluster, String) {
 /// workers (which have no local weights) must fetch and check them.
 async fn register_model_from_s3(cluster: &Cluster) {
     let weights = weights_dir().join("efficientnet_lite0.safetensors");
-    let objects = Objects::open(&cluster.store, &S3Options { endpoint: Some(cluster.s3_endpoint.clone()) }).unwrap();
+    let objects = Objects::open(
+        &cluster.store,
+        &S3Options {
+            endpoint: Some(cluster.s3_endpoint.clone()),
+        },
+    )
+    .unwrap();
     let stored = objects
-        .put("weights/efficientnet_lite0.safetensors", std::fs::read(&weights).unwrap())
+        .put(
+            "weights/efficientnet_lite0.safetensors",
+            std::fs::read(&weights).unwrap(),
+        )
         .await
         .unwrap();
     let layers = std::process::Command::new(binary("vephys-worker"))
-        .args(["layers", "--model", "efficientnet_lite0", "--json", "--weights"])
+        .args([
+            "layers",
+            "--model",
+            "efficientnet_lite0",
+            "--json",
+            "--weights",
+        ])
         .arg(&weights)
         .output()
         .unwrap();
@@ -141,7 +188,11 @@ async fn register_model_from_s3(cluster: &Cluster) {
 }
 
 async fn query_i64(db: &mut PgConnection, sql: &str) -> i64 {
-    sqlx::query(sql).fetch_one(db).await.unwrap().get::<i64, _>(0)
+    sqlx::query(sql)
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,8 +205,19 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     let mut w1 = cluster.worker("w1", &[]);
     let w2 = cluster.worker("w2", &[]);
     let submit = cluster.cli(&[
-        "submit", "--name", "e2e", "--model", "efficientnet_lite0", "--layers", "blocks.4",
-        "--filters", "0..8", "--probes", "synthesis,baseline,zoom,rotation", "--steps", "80",
+        "submit",
+        "--name",
+        "e2e",
+        "--model",
+        "efficientnet_lite0",
+        "--layers",
+        "blocks.4",
+        "--filters",
+        "0..8",
+        "--probes",
+        "synthesis,baseline,zoom,rotation",
+        "--steps",
+        "80",
     ]);
     assert!(submit.status.success(), "{}", text(&submit.stderr));
     let jobs = query_i64(&mut db, "SELECT COUNT(*) FROM jobs").await;
@@ -173,7 +235,8 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     w1.signal(libc::SIGKILL);
-    w1.wait_exit(Duration::from_secs(10)).expect("SIGKILL ends w1");
+    w1.wait_exit(Duration::from_secs(10))
+        .expect("SIGKILL ends w1");
     let _w3 = cluster.worker("w3", &[]);
 
     // SIGSTOP w2 while it holds leases, for longer than a lease; then let it go on.
@@ -198,7 +261,11 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
 
     let watch = tokio::time::timeout(Duration::from_secs(900), async {
         loop {
-            let open = query_i64(&mut db, "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled')").await;
+            let open = query_i64(
+                &mut db,
+                "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
+            )
+            .await;
             if open == 0 {
                 break;
             }
@@ -208,28 +275,66 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     .await;
     let logs = || {
         ["w1", "w2", "w3", "coordinator"]
-            .map(|n| format!("--- {n}:\n{}", std::fs::read_to_string(cluster.dir.path().join(format!("{n}.log"))).unwrap_or_default()))
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(cluster.dir.path().join(format!("{n}.log")))
+                        .unwrap_or_default()
+                )
+            })
             .join("\n")
     };
-    assert!(watch.is_ok(), "the campaign did not finish; logs:\n{}", logs());
-    assert_eq!(query_i64(&mut db, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await, 32, "{}", logs());
+    assert!(
+        watch.is_ok(),
+        "the campaign did not finish; logs:\n{}",
+        logs()
+    );
+    assert_eq!(
+        query_i64(
+            &mut db,
+            "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'"
+        )
+        .await,
+        32,
+        "{}",
+        logs()
+    );
 
     // exactly one result per job
     assert_eq!(query_i64(&mut db, "SELECT COUNT(*) FROM results").await, 32);
-    assert_eq!(query_i64(&mut db, "SELECT COUNT(DISTINCT job_id) FROM results").await, 32);
+    assert_eq!(
+        query_i64(&mut db, "SELECT COUNT(DISTINCT job_id) FROM results").await,
+        32
+    );
 
     // every artifact exists in S3 with its recorded sha256, under the winning attempt's key
-    let objects = Objects::open(&cluster.store, &S3Options { endpoint: Some(cluster.s3_endpoint.clone()) }).unwrap();
+    let objects = Objects::open(
+        &cluster.store,
+        &S3Options {
+            endpoint: Some(cluster.s3_endpoint.clone()),
+        },
+    )
+    .unwrap();
     let artifacts = sqlx::query("SELECT a.job_id, a.uri, a.sha256, r.attempt FROM artifacts a JOIN results r ON r.job_id = a.job_id")
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert!(artifacts.len() >= 32 + 8, "a record per job and a max image per live unit: {}", artifacts.len());
+    assert!(
+        artifacts.len() >= 32 + 8,
+        "a record per job and a max image per live unit: {}",
+        artifacts.len()
+    );
     for row in &artifacts {
         let (uri, sha, attempt): (String, String, i64) = (row.get(1), row.get(2), row.get(3));
-        let bytes = objects.get(&uri).await.unwrap_or_else(|e| panic!("{uri}: {e}"));
+        let bytes = objects
+            .get(&uri)
+            .await
+            .unwrap_or_else(|e| panic!("{uri}: {e}"));
         assert_eq!(sha256_hex(&bytes), sha, "{uri}");
-        assert!(uri.contains(&format!("/attempt_{attempt}/")), "{uri} is not the winner's (attempt {attempt})");
+        assert!(
+            uri.contains(&format!("/attempt_{attempt}/")),
+            "{uri} is not the winner's (attempt {attempt})"
+        );
     }
 
     // the paused worker's jobs were finished by a later lease, and its late results refused
@@ -240,7 +345,10 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
             .await
             .unwrap()
             .get(0);
-        assert!(won > *attempt, "job {job} kept the paused worker's attempt {attempt}");
+        assert!(
+            won > *attempt,
+            "job {job} kept the paused worker's attempt {attempt}"
+        );
     }
     let w2_log = w2.log_text();
     assert!(
@@ -254,14 +362,25 @@ async fn workers_refuse_to_start_with_a_bad_token_or_store() {
     let env = env();
     let (cluster, _) = start_cluster(&env, "vt_e2e_bad_start").await;
     let bad = |proc: &mut Proc, says: &str| {
-        let status = proc.wait_exit(Duration::from_secs(60)).expect("the worker exits at start-up");
+        let status = proc
+            .wait_exit(Duration::from_secs(60))
+            .expect("the worker exits at start-up");
         assert!(!status.success());
         let log = proc.log_text();
-        assert!(log.contains(says), "the error does not say `{says}`:\n{log}");
+        assert!(
+            log.contains(says),
+            "the error does not say `{says}`:\n{log}"
+        );
     };
     let mut wrong_token = cluster.worker("bad-token", &["--token", "nope"]);
     bad(&mut wrong_token, "refused this worker's token");
-    let mut unreachable = cluster.worker("bad-endpoint", &["--s3-endpoint", &format!("http://127.0.0.1:{}", free_port())]);
+    let mut unreachable = cluster.worker(
+        "bad-endpoint",
+        &[
+            "--s3-endpoint",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ],
+    );
     bad(&mut unreachable, "cannot write to the store");
     let mut no_bucket = cluster.worker("bad-bucket", &["--store", "s3://no-such-bucket-vephys/x"]);
     bad(&mut no_bucket, "cannot write to the store");

@@ -7,8 +7,21 @@ use e2e::{binary, text, vephys, weights_dir};
 
 fn local_args<'a>(data: &'a str, worker: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
-        "local", "--data-dir", data, "--worker-bin", worker, "--device", "cpu", "--layer",
-        "blocks.4", "--filters", "0..3", "--steps", "6", "--size", "64",
+        "local",
+        "--data-dir",
+        data,
+        "--worker-bin",
+        worker,
+        "--device",
+        "cpu",
+        "--layer",
+        "blocks.4",
+        "--filters",
+        "0..3",
+        "--steps",
+        "6",
+        "--size",
+        "64",
     ];
     args.extend_from_slice(extra);
     args
@@ -24,8 +37,11 @@ fn local_runs_every_probe_writes_the_report_and_resumes() {
 
     let out = vephys(&args);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}\nworker log:\n{}",
-        std::fs::read_to_string(data.join("worker.log")).unwrap_or_default());
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nworker log:\n{}",
+        std::fs::read_to_string(data.join("worker.log")).unwrap_or_default()
+    );
     // the summary: one line per filter, then the timing and where things are
     for filter in 0..3 {
         assert!(
@@ -41,27 +57,57 @@ fn local_runs_every_probe_writes_the_report_and_resumes() {
     let index = data.join("report/index.html");
     let html = std::fs::read_to_string(&index).expect("the report exists");
     assert!(html.contains("<svg"), "the report has plots");
-    let images = std::fs::read_dir(data.join("report/images")).unwrap().count();
-    assert!(images >= 3, "one max image per filter at least, found {images}");
+    let images = std::fs::read_dir(data.join("report/images"))
+        .unwrap()
+        .count();
+    assert!(
+        images >= 3,
+        "one max image per filter at least, found {images}"
+    );
 
     // the same results through the CLI's --data-dir
     let results = vephys(&["--data-dir", data_s, "results", "1"]);
     let table = text(&results.stdout);
     assert!(results.status.success(), "{}", text(&results.stderr));
-    for probe in ["synthesis", "baseline", "zoom", "rotation", "color", "grating", "hue"] {
+    for probe in [
+        "synthesis",
+        "baseline",
+        "zoom",
+        "rotation",
+        "color",
+        "grating",
+        "hue",
+    ] {
         assert!(table.contains(probe), "no {probe} results:\n{table}");
     }
     let report2 = dir.path().join("report2");
-    let again = vephys(&["--data-dir", data_s, "report", "1", "--out", report2.to_str().unwrap()]);
+    let again = vephys(&[
+        "--data-dir",
+        data_s,
+        "report",
+        "1",
+        "--out",
+        report2.to_str().unwrap(),
+    ]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert!(report2.join("index.html").is_file());
 
     // the same command resumes: nothing is recomputed
     let rerun = vephys(&args);
     assert!(rerun.status.success(), "{}", text(&rerun.stderr));
-    assert!(text(&rerun.stderr).contains("resumed"), "{}", text(&rerun.stderr));
+    assert!(
+        text(&rerun.stderr).contains("resumed"),
+        "{}",
+        text(&rerun.stderr)
+    );
     let list = text(&vephys(&["--data-dir", data_s, "status"]).stdout);
-    assert_eq!(list.lines().filter(|l| l.contains("local efficientnet_lite0")).count(), 1, "{list}");
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.contains("local efficientnet_lite0"))
+            .count(),
+        1,
+        "{list}"
+    );
 }
 
 #[test]
@@ -77,14 +123,25 @@ fn local_refuses_bad_campaigns_and_leaves_none_behind() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let data_s = data.to_str().unwrap();
-        let out = vephys(&local_args(data_s, worker.to_str().unwrap(), &[flag, value]));
+        let out = vephys(&local_args(
+            data_s,
+            worker.to_str().unwrap(),
+            &[flag, value],
+        ));
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "{flag} {value} was accepted");
-        assert!(stderr.contains(says), "{flag} {value}: the error does not say `{says}`:\n{stderr}");
+        assert!(
+            stderr.contains(says),
+            "{flag} {value}: the error does not say `{says}`:\n{stderr}"
+        );
         if data.join("vephys.db").exists() {
             let list = vephys(&["--data-dir", data_s, "status"]);
             assert!(list.status.success(), "{}", text(&list.stderr));
-            assert!(!text(&list.stdout).contains("local"), "{flag} {value} left a campaign:\n{}", text(&list.stdout));
+            assert!(
+                !text(&list.stdout).contains("local"),
+                "{flag} {value} left a campaign:\n{}",
+                text(&list.stdout)
+            );
         }
     }
 }

@@ -81,8 +81,7 @@ impl Objects {
             let dir = PathBuf::from(path.trim_end_matches('/'));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| bad(&format!("cannot create {}: {e}", dir.display())))?;
-            let store = LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| bad(&e.to_string()))?;
+            let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
             return Ok(Objects {
                 store: Arc::new(store),
                 base: format!("file://{}/", dir.display()),
@@ -104,8 +103,12 @@ impl Objects {
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
-                .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(5)));
-            if std::env::var_os("AWS_REGION").is_some() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+                .with_client_options(
+                    ClientOptions::new().with_connect_timeout(Duration::from_secs(5)),
+                );
+            if std::env::var_os("AWS_REGION").is_some()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
                 builder = builder.with_region(std::env::var("AWS_REGION").unwrap_or_default());
             }
             if let Some(endpoint) = &s3.endpoint {
@@ -128,7 +131,9 @@ impl Objects {
                 prefix,
             });
         }
-        Err(bad("unknown scheme; use file:///abs/dir or s3://bucket/prefix"))
+        Err(bad(
+            "unknown scheme; use file:///abs/dir or s3://bucket/prefix",
+        ))
     }
 
     /// The store's URL, ending in `/`.
@@ -264,7 +269,10 @@ mod tests {
             std::fs::read(local_path(&stored.uri).unwrap()).unwrap(),
             b"hello"
         );
-        let back = objects.get_verified(&stored.uri, &stored.sha256).await.unwrap();
+        let back = objects
+            .get_verified(&stored.uri, &stored.sha256)
+            .await
+            .unwrap();
         assert_eq!(back, b"hello");
         assert!(objects.exists(&stored.uri).await.unwrap());
         assert!(!objects.exists(&objects.uri("nope")).await.unwrap());
@@ -308,8 +316,13 @@ mod tests {
         };
         let objects = Objects::open(&format!("s3://{bucket}/objects-test"), &s3).unwrap();
         let stored = objects.put("x/y.bin", vec![7u8; 1000]).await.unwrap();
-        assert!(stored.uri.starts_with(&format!("s3://{bucket}/objects-test/x/y.bin")));
-        let back = objects.get_verified(&stored.uri, &stored.sha256).await.unwrap();
+        assert!(stored
+            .uri
+            .starts_with(&format!("s3://{bucket}/objects-test/x/y.bin")));
+        let back = objects
+            .get_verified(&stored.uri, &stored.sha256)
+            .await
+            .unwrap();
         assert_eq!(back, vec![7u8; 1000]);
         objects.check_read_write("s3-test").await.unwrap();
     }

@@ -520,7 +520,12 @@ impl CampaignSpec {
             return Ok(());
         }
         let nyquist = f64::from(size) / 2.0;
-        match self.grating.spatial_frequencies.iter().find(|f| **f >= nyquist) {
+        match self
+            .grating
+            .spatial_frequencies
+            .iter()
+            .find(|f| **f >= nyquist)
+        {
             Some(f) => Err(SpecError::new(
                 "grating.spatial_frequencies",
                 format!(

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 /// A binary of this workspace, built by `cargo test --workspace` next to the CLI's.
 pub fn binary(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_vephys")).parent().unwrap().to_path_buf();
+    let dir = Path::new(env!("CARGO_BIN_EXE_vephys"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -67,7 +70,9 @@ impl Proc {
             cmd.env(k, v);
         }
         Proc {
-            child: cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
+            child: cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
             log: log.to_path_buf(),
         }
     }
@@ -109,12 +114,19 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// A free loopback port (bound and released; good enough for tests on one machine).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -20,7 +20,9 @@ pub type Api = WorkersClient<InterceptedService<Channel, BearerToken>>;
 /// `ca_cert` (PEM) is trusted besides the public roots for an https:// coordinator.
 pub fn connect(url: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result<Api> {
     let mut endpoint = Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("--coordinator `{url}` is not a url; use e.g. http://127.0.0.1:7070"))?
+        .with_context(|| {
+            format!("--coordinator `{url}` is not a url; use e.g. http://127.0.0.1:7070")
+        })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60));
     if url.starts_with("https://") {
@@ -33,14 +35,21 @@ pub fn connect(url: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result
         endpoint = endpoint.tls_config(tls)?;
     }
     let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
-    Ok(WorkersClient::with_interceptor(endpoint.connect_lazy(), token))
+    Ok(WorkersClient::with_interceptor(
+        endpoint.connect_lazy(),
+        token,
+    ))
 }
 
 /// Whether waiting and trying again can help: the coordinator is down, restarting or busy.
 pub fn transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Unknown
     )
 }
 

@@ -69,7 +69,9 @@ pub fn spawn(
                 Err(status) if transient(&status) => {
                     tracing::warn!(error = %status.message(), "heartbeat failed; coordinator unreachable")
                 }
-                Err(status) => tracing::error!(error = %status.message(), code = ?status.code(), "heartbeat refused"),
+                Err(status) => {
+                    tracing::error!(error = %status.message(), code = ?status.code(), "heartbeat refused")
+                }
             }
         }
     })

@@ -48,7 +48,11 @@ const NATIVE_SIZE: i64 = 224;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Coordinator gRPC address
-    #[arg(long, env = "VEPHYS_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "VEPHYS_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
     coordinator: String,
 
     /// Worker bearer token: the coordinator's --worker-token
@@ -142,9 +146,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })?;
     let mut weights = Weights::new(&args.weights_dir, &args.cache_dir, objects.clone());
     let models = local_models(&mut weights)?;
-    let spool = Spool::open(&args.spool_dir.clone().unwrap_or_else(|| args.cache_dir.join("spool")))?;
+    let spool = Spool::open(
+        &args
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| args.cache_dir.join("spool")),
+    )?;
 
-    let api = client::connect(&args.coordinator, args.token.as_deref(), args.ca_cert.as_deref())?;
+    let api = client::connect(
+        &args.coordinator,
+        args.token.as_deref(),
+        args.ca_cert.as_deref(),
+    )?;
     let request = RegisterWorkerRequest {
         name: name.clone(),
         device: describe(device),
@@ -309,7 +322,11 @@ impl Worker {
             };
             let jobs = match leased {
                 Ok(r) => r.into_inner().jobs,
-                Err(status) => bail!("the coordinator refused to lease jobs: {} ({:?})", status.message(), status.code()),
+                Err(status) => bail!(
+                    "the coordinator refused to lease jobs: {} ({:?})",
+                    status.message(),
+                    status.code()
+                ),
             };
             if jobs.is_empty() {
                 tokio::select! {
@@ -368,7 +385,11 @@ impl Worker {
                 Some(a) if matches!(probe, Probe::Baseline | Probe::Zoom | Probe::Rotation) => {
                     match self.objects.get_verified(&a.uri, &a.sha256).await {
                         Ok(bytes) => Some(bytes),
-                        Err(e) => return self.fail(&group, &format!("cannot read the max image: {e}"), false).await,
+                        Err(e) => {
+                            return self
+                                .fail(&group, &format!("cannot read the max image: {e}"), false)
+                                .await
+                        }
                     }
                 }
                 _ => None,
@@ -392,7 +413,14 @@ impl Worker {
         };
         let dropped = Dropped::default();
         let tokens = group.iter().map(|j| (j.job_id, j.token)).collect();
-        let beat = heartbeat::spawn(self.api.clone(), self.id, tokens, progress, self.heartbeat, dropped.clone());
+        let beat = heartbeat::spawn(
+            self.api.clone(),
+            self.id,
+            tokens,
+            progress,
+            self.heartbeat,
+            dropped.clone(),
+        );
         tracing::info!(model = %first.model, layer = %first.layer, probe = %first.probe, jobs = group.len(), "batch started");
         let outcome = tokio::select! {
             r = self.compute.run(batch) => r,
@@ -405,18 +433,29 @@ impl Worker {
         beat.abort();
         let finished = match outcome {
             Ok(f) => f,
-            Err(BatchError { permanent, message }) => return self.fail(&group, &message, permanent).await,
+            Err(BatchError { permanent, message }) => {
+                return self.fail(&group, &message, permanent).await
+            }
         };
         let mut completions = Vec::with_capacity(finished.len());
         for f in finished {
-            let job = group.iter().find(|j| j.job_id == f.job_id).expect("results are of leased jobs");
+            let job = group
+                .iter()
+                .find(|j| j.job_id == f.job_id)
+                .expect("results are of leased jobs");
             if dropped.contains(job.job_id) {
-                tracing::warn!(job = job.job_id, "lease lost or campaign cancelled during compute; result dropped");
+                tracing::warn!(
+                    job = job.job_id,
+                    "lease lost or campaign cancelled during compute; result dropped"
+                );
                 continue;
             }
             match self.upload(job, &weights_sha, f).await {
                 Ok(c) => completions.push(c),
-                Err(e) => self.fail(std::slice::from_ref(job), &format!("{e:#}"), false).await?,
+                Err(e) => {
+                    self.fail(std::slice::from_ref(job), &format!("{e:#}"), false)
+                        .await?
+                }
             }
         }
         if !completions.is_empty() {
@@ -426,12 +465,23 @@ impl Worker {
     }
 
     /// Writes a job's files under attempt-scoped keys and assembles its completion.
-    async fn upload(&self, job: &LeasedJob, weights_sha: &str, f: Finished) -> Result<JobCompletion> {
+    async fn upload(
+        &self,
+        job: &LeasedJob,
+        weights_sha: &str,
+        f: Finished,
+    ) -> Result<JobCompletion> {
         let mut artifacts = Vec::with_capacity(f.files.len());
         for file in f.files {
             let key = format!(
                 "campaigns/{}/{}/filter_{:04}/{}/attempt_{}/{}.{}",
-                job.campaign_id, job.layer, job.filter, job.probe, job.token, file.kind, file.extension
+                job.campaign_id,
+                job.layer,
+                job.filter,
+                job.probe,
+                job.token,
+                file.kind,
+                file.extension
             );
             let mut backoff = client::Backoff::new();
             let mut tries = 0;

@@ -39,8 +39,9 @@ pub struct Params {
 
 /// Parses `params_json`; `native_size` (the model's input size) fills a size the job leaves open.
 pub fn parse(params_json: &str, seed: i64, native_size: i64) -> Result<Params> {
-    let p: JobParams = serde_json::from_str(params_json)
-        .with_context(|| format!("job parameters are not the coordinator's format: {params_json}"))?;
+    let p: JobParams = serde_json::from_str(params_json).with_context(|| {
+        format!("job parameters are not the coordinator's format: {params_json}")
+    })?;
     let image_size = match p.image_size {
         Some(s) if s > 0 => i64::from(s),
         _ => native_size,
@@ -123,7 +124,10 @@ fn synth_params(s: &SynthesisParams, seed: u64, image_size: i64) -> Result<Synth
 /// 0, step, 2·step, … below `period`.
 fn turn(step: f64, period: f64) -> Vec<f64> {
     let n = ((period / step) - 1e-9).ceil().max(1.0) as usize;
-    (0..n).map(|i| i as f64 * step).filter(|a| *a < period).collect()
+    (0..n)
+        .map(|i| i as f64 * step)
+        .filter(|a| *a < period)
+        .collect()
 }
 
 #[cfg(test)]
@@ -154,7 +158,8 @@ mod tests {
         assert!(parse("not json", 0, 224).is_err());
         let bad_zoom = r#"{"seed":0,"zoom":{"factors":[2.0,1.0],"fill":"tile"}}"#;
         assert!(parse(bad_zoom, 0, 224).is_err());
-        let nyquist = r#"{"seed":0,"grating":{"orientations":4,"spatial_frequencies":[40.0],"phases":1}}"#;
+        let nyquist =
+            r#"{"seed":0,"grating":{"orientations":4,"spatial_frequencies":[40.0],"phases":1}}"#;
         assert!(parse(nyquist, 0, 64).is_err());
     }
 }

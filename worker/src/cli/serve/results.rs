@@ -61,7 +61,8 @@ impl Context<'_> {
         Ok(File {
             kind: "record".into(),
             extension: "json",
-            bytes: serde_json::to_vec_pretty(&doc).map_err(|e| WorkerError::bad("record", e.to_string()))?,
+            bytes: serde_json::to_vec_pretty(&doc)
+                .map_err(|e| WorkerError::bad("record", e.to_string()))?,
         })
     }
 }
@@ -151,7 +152,11 @@ pub fn probe(
     let (probe, points, derived) = match result {
         ProbeResult::Baseline(b) => (
             Probe::Baseline,
-            labelled("baseline", &baseline::STIMULI.map(String::from), &b.responses),
+            labelled(
+                "baseline",
+                &baseline::STIMULI.map(String::from),
+                &b.responses,
+            ),
             json!({ "csi": b.colour_selectivity_index.max }),
         ),
         ProbeResult::Zoom(z) => {
@@ -193,10 +198,17 @@ pub fn probe(
             (Probe::Hue, curve("hue", &h.curve), d)
         }
     };
-    let body = serde_json::to_value(result).map_err(|e| WorkerError::bad("record", e.to_string()))?;
+    let body =
+        serde_json::to_value(result).map_err(|e| WorkerError::bad("record", e.to_string()))?;
     files.push(ctx.record(filter, probe, body)?);
-    let max_act = points.iter().map(|p| p.max_act).fold(f64::NEG_INFINITY, f64::max);
-    let mean_act = points.iter().map(|p| p.mean_act).fold(f64::NEG_INFINITY, f64::max);
+    let max_act = points
+        .iter()
+        .map(|p| p.max_act)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mean_act = points
+        .iter()
+        .map(|p| p.mean_act)
+        .fold(f64::NEG_INFINITY, f64::max);
     Ok(Finished {
         job_id,
         max_act,

@@ -38,7 +38,9 @@ impl Spool {
             f.sync_all()?;
             std::fs::rename(&tmp, &path)
         };
-        write().with_context(|| format!("cannot write the completion spool file {}", path.display()))?;
+        write().with_context(|| {
+            format!("cannot write the completion spool file {}", path.display())
+        })?;
         Ok(path)
     }
 

@@ -71,14 +71,19 @@ impl Weights {
                 self.dir.display()
             )));
         }
-        let cached = self.cache.join(format!("{}.safetensors", sha256.to_lowercase()));
+        let cached = self
+            .cache
+            .join(format!("{}.safetensors", sha256.to_lowercase()));
         if cached.is_file() {
             return Ok((cached, sha256_lower));
         }
         if uri.is_empty() {
             let why = match local {
                 Some((path, sha)) => format!("{} has sha256 {sha}", path.display()),
-                None => format!("{} does not exist", self.dir.join(format!("{model}.safetensors")).display()),
+                None => format!(
+                    "{} does not exist",
+                    self.dir.join(format!("{model}.safetensors")).display()
+                ),
             };
             return Err(retryable(format!(
                 "the registry's weights for {model} have sha256 {sha256}, but {why} and the model has no weights_uri to fetch them from; \
@@ -110,7 +115,12 @@ impl Weights {
                 std::fs::write(&tmp, &bytes)?;
                 std::fs::rename(&tmp, &cached)
             })
-            .map_err(|e| retryable(format!("cannot keep fetched weights in {}: {e}", self.cache.display())))?;
+            .map_err(|e| {
+                retryable(format!(
+                    "cannot keep fetched weights in {}: {e}",
+                    self.cache.display()
+                ))
+            })?;
         tracing::info!(model, uri, sha256, "weights fetched from the store");
         Ok((cached, sha256_lower))
     }
@@ -131,30 +141,52 @@ mod tests {
     #[tokio::test]
     async fn fetches_checks_and_caches() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Objects::open(&format!("file://{}/store", dir.path().display()), &S3Options::default()).unwrap();
+        let store = Objects::open(
+            &format!("file://{}/store", dir.path().display()),
+            &S3Options::default(),
+        )
+        .unwrap();
         let bytes = b"not really weights".to_vec();
-        let stored = store.put("weights/m.safetensors", bytes.clone()).await.unwrap();
+        let stored = store
+            .put("weights/m.safetensors", bytes.clone())
+            .await
+            .unwrap();
         let empty = dir.path().join("none");
         let mut w = Weights::new(&empty, &dir.path().join("cache"), store.clone());
 
         let err = w.resolve("m", &stored.sha256, "").await.unwrap_err();
-        assert!(!err.permanent && err.message.contains("weights_uri"), "{}", err.message);
+        assert!(
+            !err.permanent && err.message.contains("weights_uri"),
+            "{}",
+            err.message
+        );
 
         let wrong = "0".repeat(64);
         let err = w.resolve("m", &wrong, &stored.uri).await.unwrap_err();
-        assert!(err.permanent && err.message.contains("sha256"), "{}", err.message);
+        assert!(
+            err.permanent && err.message.contains("sha256"),
+            "{}",
+            err.message
+        );
 
         let (path, _) = w.resolve("m", &stored.sha256, &stored.uri).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // cached now: found without the store
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
-        assert_eq!(w.resolve("m", &stored.sha256, &stored.uri).await.unwrap().0, path);
+        assert_eq!(
+            w.resolve("m", &stored.sha256, &stored.uri).await.unwrap().0,
+            path
+        );
     }
 
     #[tokio::test]
     async fn local_file_wins_when_it_matches() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Objects::open(&format!("file://{}/store", dir.path().display()), &S3Options::default()).unwrap();
+        let store = Objects::open(
+            &format!("file://{}/store", dir.path().display()),
+            &S3Options::default(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("m.safetensors"), b"abc").unwrap();
         let mut w = Weights::new(dir.path(), &dir.path().join("cache"), store);
         let (_, sha) = w.local("m").unwrap();
