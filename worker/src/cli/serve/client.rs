@@ -53,7 +53,8 @@ pub fn transient(status: &Status) -> bool {
     )
 }
 
-/// Exponential backoff with full jitter, from 0.5 s up to 30 s.
+/// Exponential backoff with equal jitter (half the cap plus a random half), from 0.5 s up to
+/// 30 s.
 pub struct Backoff {
     attempt: u32,
 }

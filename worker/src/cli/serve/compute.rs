@@ -82,7 +82,16 @@ impl Compute {
             .spawn(move || {
                 let mut models = Models::new(device);
                 for (batch, reply) in queue {
-                    let result = models.run(&batch);
+                    // A libtorch error that tch turns into a panic (out of memory, say) fails
+                    // this batch, not the thread: later batches would otherwise all fail.
+                    let run = std::panic::AssertUnwindSafe(|| models.run(&batch));
+                    let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+                        models.loaded.clear(); // a network may be half-updated
+                        Err(retryable(&format!(
+                            "libtorch failed: {}",
+                            panic_text(&*panic)
+                        )))
+                    });
                     let _ = reply.send(result);
                 }
             })
@@ -98,6 +107,14 @@ impl Compute {
         answer
             .await
             .map_err(|_| retryable("the compute thread stopped (a libtorch panic?)"))?
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<String>(), panic.downcast_ref::<&str>()) {
+        (Some(s), _) => s,
+        (_, Some(s)) => s,
+        _ => "a panic without a message",
     }
 }
 
@@ -122,7 +139,7 @@ impl Models {
         }
     }
 
-    fn network(&mut self, batch: &Batch) -> Result<&Network, WorkerError> {
+    fn network(&mut self, batch: &Batch) -> Result<&Network, BatchError> {
         let stale = self
             .loaded
             .get(&batch.model)
@@ -130,6 +147,18 @@ impl Models {
         if stale || !self.loaded.contains_key(&batch.model) {
             let mut net = Network::build(&batch.model, self.device)?;
             net.load_weights(&batch.weights)?;
+            // the file may have changed since its sha256 was checked; results must name the
+            // weights that made them
+            if net.weights_sha256() != Some(batch.weights_sha256.as_str()) {
+                // retryable: the job is fine, this worker's file is not
+                return Err(retryable(&format!(
+                    "weights file {} changed after it was checked: sha256 {} instead of {}; \
+                     restore the file or restart the worker",
+                    batch.weights.display(),
+                    net.weights_sha256().unwrap_or("unknown"),
+                    batch.weights_sha256
+                )));
+            }
             tracing::info!(model = %batch.model, weights = %batch.weights.display(), "model loaded");
             self.loaded.insert(batch.model.clone(), net);
         }
@@ -315,12 +344,13 @@ fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> 
     }
 }
 
+/// The jobs of a batch whose max image exists, those images, and the finished results of
+/// dead units (which have none).
+type Split<'a> = (Vec<&'a BatchJob>, Vec<Tensor>, Vec<Finished>);
+
 /// Splits a batch into the jobs whose max image exists (decoded, checked for size) and the
 /// already finished results of dead units, which have none.
-fn max_images(
-    batch: &Batch,
-    size: i64,
-) -> Result<(Vec<&BatchJob>, Vec<Tensor>, Vec<Finished>), BatchError> {
+fn max_images(batch: &Batch, size: i64) -> Result<Split<'_>, BatchError> {
     let mut live = Vec::new();
     let mut images = Vec::new();
     let mut dead = Vec::new();

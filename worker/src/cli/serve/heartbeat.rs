@@ -25,7 +25,17 @@ impl Dropped {
     }
 }
 
-/// Starts heartbeating `jobs` (id, token); stops when the returned handle is dropped or aborted.
+/// A running heartbeat; it stops when this is dropped (a tokio `JoinHandle` alone would leave
+/// the task running).
+pub struct Beat(tokio::task::JoinHandle<()>);
+
+impl Drop for Beat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts heartbeating `jobs` (id, token) until the returned `Beat` is dropped.
 pub fn spawn(
     api: Api,
     worker_id: i64,
@@ -33,8 +43,8 @@ pub fn spawn(
     progress: Arc<AtomicU32>,
     interval: Duration,
     dropped: Dropped,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Beat {
+    Beat(tokio::spawn(async move {
         let mut api = api;
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await; // the first tick is immediate; the lease was just granted
@@ -74,5 +84,5 @@ pub fn spawn(
                 }
             }
         }
-    })
+    }))
 }

@@ -5,7 +5,7 @@
 //! before they are sent, so finished work survives an unreachable coordinator and a restart.
 //!
 //! SIGTERM/SIGINT: stop leasing, finish and report the batch in flight, exit. A second signal:
-//! release the batch's leases (they go back to the queue at once) and exit.
+//! release the batch's leases (they go back to the queue at once) and exit. A third: exit now.
 
 mod client;
 mod compute;
@@ -137,12 +137,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         endpoint: args.s3_endpoint.clone(),
     };
     let objects = Objects::open(&args.store, &s3).context("bad --store")?;
-    objects.check_read_write(&name).await.with_context(|| {
-        format!(
+    objects.check_read_write(&name).await.with_context(|| match args.store.starts_with("s3://") {
+        true => format!(
             "cannot write to the store {}; check --store, --s3-endpoint and the credentials in \
              AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
             objects.url()
-        )
+        ),
+        false => format!(
+            "cannot write to the store {}; check that the directory exists and this user may write to it",
+            objects.url()
+        ),
     })?;
     let mut weights = Weights::new(&args.weights_dir, &args.cache_dir, objects.clone());
     let models = local_models(&mut weights)?;
@@ -189,6 +193,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         device = %describe(device),
         store = %objects.url(),
         models = ?request.loaded_models,
+        // `vephys local` waits for these words in the log (cli/src/local.rs)
         "worker registered"
     );
 
@@ -261,10 +266,14 @@ impl Stop {
                     _ = int.recv() => {}
                 }
                 let level = s.level.fetch_add(1, Ordering::SeqCst) + 1;
-                if level == 1 {
-                    tracing::info!("signal: finishing the batch in flight, then exiting (signal again to release it now)");
-                } else {
-                    tracing::info!("second signal: releasing the batch in flight");
+                match level {
+                    1 => tracing::info!("signal: finishing the batch in flight, then exiting (signal again to release it now)"),
+                    2 => tracing::info!("second signal: releasing the batch in flight (a third exits at once)"),
+                    _ => {
+                        // what is not reported yet is in the spool or expires with its lease
+                        tracing::warn!("third signal: exiting now");
+                        std::process::exit(130);
+                    }
                 }
                 s.changed.notify_waiters();
             }
@@ -413,6 +422,8 @@ impl Worker {
         };
         let dropped = Dropped::default();
         let tokens = group.iter().map(|j| (j.job_id, j.token)).collect();
+        // Beats until the batch is reported (or released): uploads and a completion that waits
+        // for the coordinator must not let the leases run out.
         let beat = heartbeat::spawn(
             self.api.clone(),
             self.id,
@@ -425,12 +436,15 @@ impl Worker {
         let outcome = tokio::select! {
             r = self.compute.run(batch) => r,
             _ = self.stop.reached(2) => {
-                beat.abort();
-                self.fail(&group, "the worker was stopped before finishing; released for another worker", false).await?;
+                drop(beat);
+                // bounded: a coordinator that cannot be reached lets the leases expire instead
+                let release = self.fail(&group, "the worker was stopped before finishing; released for another worker", false);
+                if tokio::time::timeout(Duration::from_secs(10), release).await.is_err() {
+                    tracing::warn!("coordinator unreachable; the leases will expire instead");
+                }
                 bail!("stopped by a second signal; released {} leased job(s)", group.len());
             }
         };
-        beat.abort();
         let finished = match outcome {
             Ok(f) => f,
             Err(BatchError { permanent, message }) => {
@@ -461,6 +475,7 @@ impl Worker {
         if !completions.is_empty() {
             self.complete(completions).await?;
         }
+        drop(beat);
         Ok(())
     }
 
@@ -534,32 +549,55 @@ impl Worker {
             worker_id: self.id,
             jobs,
         };
-        let spooled = self.spool.save(&request)?;
+        // A spool that cannot be written (disk full) only costs the crash safety of this one
+        // completion; the results are still sent.
+        let spooled = self
+            .spool
+            .save(&request)
+            .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "cannot spool the completion; sending it unspooled"))
+            .ok();
         self.send(request).await;
-        self.spool.remove(&spooled);
+        if let Some(path) = spooled {
+            self.spool.remove(&path);
+        }
         Ok(())
     }
 
-    /// Sends a completion until the coordinator has answered it. A stale token refuses the
-    /// whole request, so on refusal the jobs are sent one by one and only the stale ones are
-    /// dropped: the worker that holds their lease now reports them.
+    /// Sends a completion until the coordinator has answered it. One stale or unacceptable job
+    /// refuses the whole request, so on refusal the jobs are sent one by one and only those
+    /// drop (see `refused`).
     async fn send(&self, request: CompleteRequest) {
-        let ids: Vec<i64> = request.jobs.iter().map(|j| j.job_id).collect();
         match self.call_complete(request.clone()).await {
             Ok(()) => {}
-            Err(status) if status.code() == Code::FailedPrecondition && request.jobs.len() > 1 => {
+            Err(_) if request.jobs.len() > 1 => {
                 for job in request.jobs {
-                    let id = job.job_id;
                     let one = CompleteRequest {
                         worker_id: request.worker_id,
                         jobs: vec![job],
                     };
-                    if let Err(status) = self.call_complete(one).await {
-                        refused(&[id], &status);
+                    if let Err(status) = self.call_complete(one.clone()).await {
+                        self.refused(&one.jobs[0], &status).await;
                     }
                 }
             }
-            Err(status) => refused(&ids, &status),
+            Err(status) => {
+                if let Some(job) = request.jobs.first() {
+                    self.refused(job, &status).await;
+                }
+            }
+        }
+    }
+
+    /// A completion the coordinator refused. A stale lease needs nothing more: the worker that
+    /// holds the job now reports it. A result it cannot accept (say, a NaN activity) fails the
+    /// job for good instead of leaving it to wait for its lease to expire.
+    async fn refused(&self, job: &JobCompletion, status: &tonic::Status) {
+        tracing::warn!(job = job.job_id, error = %status.message(), code = ?status.code(),
+            "completion refused; the result is dropped");
+        if status.code() == Code::InvalidArgument {
+            let error = format!("the coordinator refused the result: {}", status.message());
+            self.report_failures(&[(job.job_id, job.token)], &error, true)
+                .await;
         }
     }
 
@@ -576,14 +614,21 @@ impl Worker {
 
     /// Reports that `jobs` could not be done.
     async fn fail(&self, jobs: &[LeasedJob], error: &str, permanent: bool) -> Result<()> {
-        tracing::error!(jobs = ?jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(), permanent, error, "jobs failed");
+        let jobs: Vec<(i64, i64)> = jobs.iter().map(|j| (j.job_id, j.token)).collect();
+        self.report_failures(&jobs, error, permanent).await;
+        Ok(())
+    }
+
+    /// Reports that `jobs` (id, lease token) could not be done.
+    async fn report_failures(&self, jobs: &[(i64, i64)], error: &str, permanent: bool) {
+        tracing::error!(jobs = ?jobs.iter().map(|j| j.0).collect::<Vec<_>>(), permanent, error, "jobs failed");
         let request = FailRequest {
             worker_id: self.id,
             jobs: jobs
                 .iter()
-                .map(|j| JobFailure {
-                    job_id: j.job_id,
-                    token: j.token,
+                .map(|&(job_id, token)| JobFailure {
+                    job_id,
+                    token,
                     error: error.to_string(),
                     permanent,
                 })
@@ -598,11 +643,5 @@ impl Worker {
             // A stale lease needs no failure report: another worker holds the job.
             tracing::warn!(error = %status.message(), code = ?status.code(), "failure report refused");
         }
-        Ok(())
     }
-}
-
-fn refused(jobs: &[i64], status: &tonic::Status) {
-    tracing::warn!(?jobs, error = %status.message(), code = ?status.code(),
-        "completion refused; the result is dropped (the job's current lease decides)");
 }

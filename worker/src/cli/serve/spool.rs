@@ -22,21 +22,24 @@ impl Spool {
         })
     }
 
-    /// Writes `request` durably (temporary file, fsync, rename); returns its path.
+    /// Writes `request` durably (temporary file, fsync, rename, fsync of the directory);
+    /// returns its path. Names start with the time, so they sort oldest first.
     pub fn save(&self, request: &CompleteRequest) -> Result<PathBuf> {
         let first = request.jobs.first().map_or(0, |j| j.job_id);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let path = self.dir.join(format!("complete-{first}-{nanos}.pb"));
+        let path = self.dir.join(format!("complete-{nanos:020}-{first}.pb"));
         let tmp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&request.encode_to_vec())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            // the rename itself must survive a power loss too
+            std::fs::File::open(&self.dir)?.sync_all()
         };
         write().with_context(|| {
             format!("cannot write the completion spool file {}", path.display())

@@ -71,9 +71,7 @@ impl Weights {
                 self.dir.display()
             )));
         }
-        let cached = self
-            .cache
-            .join(format!("{}.safetensors", sha256.to_lowercase()));
+        let cached = self.cache.join(format!("{sha256_lower}.safetensors"));
         if cached.is_file() {
             return Ok((cached, sha256_lower));
         }
