@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio_stream::StreamExt;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe, SynthesisParams};
 use vephys_proto::v1::{
@@ -81,9 +82,25 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     let worker_bin = worker_binary(args.worker_bin.as_deref())?;
     let data = DataDir::new(&args.data_dir)?;
 
+    // Ctrl-C is ours from here on: the worker runs in its own process group, so the terminal's
+    // SIGINT reaches only this process, which asks the worker to finish its batch first.
+    let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let coordinator = Embedded::start(&data, Duration::from_secs(30)).await?;
+    let log_start = std::fs::metadata(data.root.join("worker.log")).map_or(0, |m| m.len());
     let mut worker = spawn_worker(&worker_bin, &coordinator, &data, &args)?;
-    let outcome = drive(&args, &spec, &coordinator, &data, &mut worker, started).await;
+    let outcome = tokio::select! {
+        r = drive(&args, &spec, &coordinator, &data, &mut worker, log_start, started) => r,
+        _ = interrupt.recv() => {
+            eprintln!(
+                "interrupted: the worker finishes and reports its batch in flight \
+                 (Ctrl-C again: release the batch and stop now)"
+            );
+            finish_batch(&mut worker, &mut interrupt).await;
+            Err(anyhow::anyhow!(
+                "interrupted; running the same command again resumes the campaign"
+            ))
+        }
+    };
     stop_worker(&mut worker).await;
     coordinator.shutdown().await;
     outcome
@@ -162,6 +179,7 @@ fn spawn_worker(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        .process_group(0) // see `run`: Ctrl-C goes to vephys, which signals the worker
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start the worker {}; build it with `cargo build --release -p vephys-worker` or pass --worker-bin", bin.display()))
@@ -174,11 +192,12 @@ async fn drive(
     coordinator: &Embedded,
     data: &DataDir,
     worker: &mut Child,
+    log_start: u64,
     started: Instant,
 ) -> Result<()> {
     let mut client =
         crate::connect_to(&coordinator.url, Some(&coordinator.user_token), None).await?;
-    wait_for_models(&mut client, worker, data).await?;
+    wait_for_model(&mut client, worker, data, log_start, &args.model).await?;
     let submitted = client
         .submit_campaign(SubmitCampaignRequest {
             spec_toml: spec.to_toml(),
@@ -204,10 +223,6 @@ async fn drive(
             status.map(|s| s.to_string()).unwrap_or_default(),
             data.root.join("worker.log").display(),
             log_tail(&data.root.join("worker.log"))
-        ),
-        _ = tokio::signal::ctrl_c() => bail!(
-            "interrupted; the worker reports its batch in flight, and running the same command again resumes campaign {}",
-            campaign.id
         ),
     };
     let wall = started.elapsed();
@@ -272,29 +287,49 @@ async fn drive(
     Ok(())
 }
 
-/// Waits until the worker has registered its models (it must load them first).
-async fn wait_for_models(client: &mut Client, worker: &mut Child, data: &DataDir) -> Result<()> {
+/// Waits until `model` is registered, or this run's worker has registered without it (it
+/// must load its models first). `log_start`: where this run's part of the worker log begins.
+async fn wait_for_model(
+    client: &mut Client,
+    worker: &mut Child,
+    data: &DataDir,
+    log_start: u64,
+    model: &str,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
+    let log = data.root.join("worker.log");
     loop {
+        // the log first: once it says registered, the list read after it is this worker's
+        let registered = std::fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..]).into_owned())
+            .is_ok_and(|this_run| this_run.contains("worker registered"));
         let models = client
             .list_models(ListModelsRequest {})
             .await?
             .into_inner()
             .models;
-        if !models.is_empty() {
+        if models.iter().any(|m| m.name == model) {
             return Ok(());
+        }
+        if registered {
+            let known: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            bail!(
+                "model `{model}` is unknown here: the worker has no weights for it (known: {}); \
+                 put {model}.safetensors in its weights directory (VEPHYS_WEIGHTS_DIR) or use --model",
+                known.join(", ")
+            );
         }
         if let Some(status) = worker.try_wait()? {
             bail!(
                 "the worker exited ({status}) during start-up{}",
-                log_tail(&data.root.join("worker.log"))
+                log_tail(&log)
             );
         }
         if Instant::now() > deadline {
             bail!(
                 "the worker registered no model within 5 minutes; does its weights directory hold \
-                 <model>.safetensors (scripts/setup.sh)? see {}",
-                data.root.join("worker.log").display()
+                 {model}.safetensors (scripts/setup.sh)? see {}",
+                log.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -318,7 +353,7 @@ async fn follow(client: &mut Client, id: i64) -> Result<Campaign> {
     let mut last = None;
     while let Some(campaign) = stream.next().await {
         let campaign = campaign?;
-        let t = campaign.totals.clone().unwrap_or_default();
+        let t = campaign.totals.unwrap_or_default();
         let n = total(&campaign).max(1) as f64;
         let done = (t.succeeded + t.failed + t.cancelled) as f64 + campaign.leased_progress;
         bar.set_position((1000.0 * done / n) as u64);
@@ -340,7 +375,7 @@ fn groups_line(c: &Campaign) -> String {
     c.groups
         .iter()
         .map(|g| {
-            let k = g.counts.clone().unwrap_or_default();
+            let k = g.counts.unwrap_or_default();
             let all = k.waiting + k.queued + k.leased + k.succeeded + k.failed + k.cancelled;
             let failed = if k.failed > 0 {
                 format!(" ({} failed)", k.failed)
@@ -359,7 +394,7 @@ fn groups_line(c: &Campaign) -> String {
 }
 
 fn total(c: &Campaign) -> u64 {
-    let t = c.totals.clone().unwrap_or_default();
+    let t = c.totals.unwrap_or_default();
     t.waiting + t.queued + t.leased + t.succeeded + t.failed + t.cancelled
 }
 
@@ -378,14 +413,35 @@ pub async fn query_results(client: &mut Client, id: i64) -> Result<Vec<JobResult
     Ok(results)
 }
 
-/// Asks the worker to finish and waits for it (it has no batch in flight by now).
-async fn stop_worker(worker: &mut Child) {
+/// After a Ctrl-C: asks the worker to finish and report its batch in flight (SIGTERM) and waits
+/// for it however long the batch takes; a second Ctrl-C makes it release the batch instead.
+async fn finish_batch(worker: &mut Child, interrupt: &mut Signal) {
+    terminate(worker);
+    tokio::select! {
+        _ = worker.wait() => {}
+        _ = interrupt.recv() => {
+            eprintln!("releasing the batch in flight");
+            terminate(worker); // the second signal: release the leases and exit
+            if tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.is_err() {
+                let _ = worker.kill().await;
+            }
+        }
+    }
+}
+
+/// SIGTERM to the worker, if it still runs.
+fn terminate(worker: &Child) {
     if let Some(pid) = worker.id() {
-        // SIGTERM: the worker reports what it has and exits.
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
         unsafe {
             libc::kill(pid as i32, libc::SIGTERM);
         }
     }
+}
+
+/// Asks the worker to finish and waits for it (it has no batch in flight by now).
+async fn stop_worker(worker: &mut Child) {
+    terminate(worker); // the worker reports what it has and exits
     if tokio::time::timeout(Duration::from_secs(30), worker.wait())
         .await
         .is_err()

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Status;
-use vephys_objects::{Objects, S3Options};
+use vephys_objects::{sha256_hex, Objects, S3Options};
 use vephys_proto::bearer::BearerToken;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe};
 use vephys_proto::v1::campaigns_client::CampaignsClient;
@@ -370,10 +370,21 @@ pub(crate) async fn fetch_images(
         }
         let bytes = match (&store, vephys_objects::local_path(&artifact.uri)) {
             (Some(store), _) if artifact.uri.starts_with(store.url()) => {
-                store.get(&artifact.uri).await?
+                store.get_verified(&artifact.uri, &artifact.sha256).await?
             }
-            (_, Some(path)) => std::fs::read(path)
-                .with_context(|| format!("cannot read artifact {}", path.display()))?,
+            (_, Some(path)) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read artifact {}", path.display()))?;
+                if !sha256_hex(&bytes).eq_ignore_ascii_case(&artifact.sha256) {
+                    bail!(
+                        "{} changed after it was written (its sha256 is not the recorded {}); \
+                         rerun the campaign's jobs to remake it",
+                        path.display(),
+                        artifact.sha256
+                    );
+                }
+                bytes
+            }
             _ => bail!(
                 "artifact {} is in an object store; pass --store (and --s3-endpoint) to read it",
                 artifact.uri

@@ -145,3 +145,82 @@ fn local_refuses_bad_campaigns_and_leaves_none_behind() {
         }
     }
 }
+
+/// Ctrl-C (SIGINT to `vephys`; the worker runs in its own process group, so the terminal's
+/// SIGINT reaches only `vephys`) lets the worker finish and report its batch in flight, then
+/// both exit; running the command again resumes with that batch's results kept.
+#[test]
+fn ctrl_c_lets_the_worker_report_its_batch_and_a_rerun_resumes() {
+    weights_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (data_s, worker) = (data.to_str().unwrap(), binary("vephys-worker"));
+    // one synthesis batch, long enough to be interrupted in flight
+    let args: Vec<&str> = vec![
+        "local",
+        "--data-dir",
+        data_s,
+        "--worker-bin",
+        worker.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--layer",
+        "blocks.4",
+        "--filters",
+        "0..3",
+        "--steps",
+        "1500",
+        "--size",
+        "64",
+        "--probes",
+        "synthesis",
+    ];
+    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut local = e2e::Proc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_vephys")),
+        &owned,
+        &[("NO_COLOR", "1".to_string())],
+        &dir.path().join("vephys.log"),
+    );
+    let worker_log = || std::fs::read_to_string(data.join("worker.log")).unwrap_or_default();
+    e2e::wait_for(
+        "the batch to start",
+        std::time::Duration::from_secs(180),
+        || worker_log().contains("batch started").then_some(()),
+    );
+    local.signal(libc::SIGINT);
+    let status = local
+        .wait_exit(std::time::Duration::from_secs(600))
+        .expect("vephys exits once the worker has reported its batch");
+    let said = local.log_text();
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("interrupted"), "{said}");
+    let log = worker_log();
+    let finishing = log.find("finishing the batch in flight").expect(&log);
+    let completed = log.rfind("jobs completed accepted=[1, 2, 3]").expect(&log);
+    assert!(
+        finishing < completed,
+        "the batch was reported after the signal:\n{log}"
+    );
+    assert!(
+        !log.contains("releasing"),
+        "one Ctrl-C must not release the batch:\n{log}"
+    );
+
+    // the rerun finds the batch's results: nothing left to compute
+    let again = vephys(&args);
+    let stdout = text(&again.stdout);
+    assert!(again.status.success(), "{stdout}\n{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("resumed"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(stdout.contains("campaign 1 succeeded"), "{stdout}");
+    assert_eq!(
+        worker_log().matches("batch started").count(),
+        1,
+        "{}",
+        worker_log()
+    );
+}
