@@ -20,9 +20,9 @@ for bench in "${@:-synth probes lease e2e}"; do
       e2e)
         cargo build --release -p vephys-cli -p vephys-worker
         data="$(mktemp -d)"
+        trap 'rm -rf "$data"' EXIT # a failed campaign leaves no database and images behind
         # shellcheck disable=SC2086 # the extra flags are meant to split
-        "$CARGO_TARGET_DIR/release/vephys" local --data-dir "$data" ${VEPHYS_BENCH_E2E_ARGS:-} | grep -E "^(campaign|wall time)"
-        rm -rf "$data" ;;
+        "$CARGO_TARGET_DIR/release/vephys" local --data-dir "$data" ${VEPHYS_BENCH_E2E_ARGS:-} | grep -E "^(campaign|wall time)" ;;
       *) echo "bench: unknown benchmark '$b' (synth, probes, lease, e2e)" >&2; exit 2 ;;
     esac
   done
