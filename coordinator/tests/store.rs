@@ -47,6 +47,7 @@ both!(
     heartbeats_extend_leases_and_report_lost_ones,
     two_reapers_reap_each_expired_lease_once,
     an_expired_last_attempt_ends_failed,
+    a_released_job_is_queued_at_once_without_using_an_attempt,
     a_lease_is_one_group_and_prefers_loaded_models,
     bad_specs_are_refused_naming_the_field,
     layer_aliases_resolve_to_the_canonical_name,
@@ -338,6 +339,7 @@ async fn an_always_failing_job_fails_after_exactly_max_attempts_keeping_every_er
             token: attempt,
             error: format!("cuda error {attempt}"),
             permanent: false,
+            released: false,
         };
         let out = s.fail(w, &[failure], now).await.unwrap();
         if attempt < 4 {
@@ -387,6 +389,7 @@ async fn a_permanent_error_does_not_retry(backend: Backend, name: &str) {
         token: 1,
         error: "filter out of range".into(),
         permanent: true,
+        released: false,
     };
     assert_eq!(
         s.fail(w, &[failure], now).await.unwrap().failed,
@@ -421,6 +424,7 @@ async fn retries_wait_for_their_backoff(backend: Backend, name: &str) {
             token: 1,
             error: "oom".into(),
             permanent: false,
+            released: false,
         }],
         now,
     )
@@ -512,6 +516,7 @@ async fn a_failed_synthesis_fails_the_probes_waiting_on_it(backend: Backend, nam
             token: 1,
             error: "dead layer".into(),
             permanent: true,
+            released: false,
         }],
         now,
     )
@@ -611,6 +616,48 @@ async fn two_reapers_reap_each_expired_lease_once(backend: Backend, name: &str) 
     assert_eq!(
         count(&first, "SELECT COUNT(*) FROM jobs WHERE state = 'queued'").await,
         400
+    );
+}
+
+async fn a_released_job_is_queued_at_once_without_using_an_attempt(backend: Backend, name: &str) {
+    let (db, w) = setup(backend, name, policy()).await;
+    let s = &db.store;
+    let text = format!(
+        "{}max_attempts = 1\n",
+        spec("released", "[\"conv1\"]", "[0]", "[\"synthesis\"]")
+            .replace("[synthesis]\nsteps = 8\n", "")
+    );
+    s.submit_campaign(&text).await.unwrap();
+    let now = now_ms();
+    // released twice, e.g. a worker stopped twice: neither uses up the single attempt
+    for token in 1..=2 {
+        let jobs = s.lease(w, 1, &[], now).await.unwrap().jobs;
+        assert_eq!(jobs.len(), 1, "queued again at once, no backoff");
+        assert_eq!(jobs[0].token, token, "tokens keep rising");
+        let release = JobFailure {
+            job_id: jobs[0].job_id,
+            token,
+            error: "the worker was stopped".into(),
+            permanent: true, // ignored for a release
+            released: true,
+        };
+        let out = s.fail(w, &[release], now).await.unwrap();
+        assert_eq!(out.retrying, vec![jobs[0].job_id]);
+    }
+    // a real failure of the one allowed attempt ends it
+    let jobs = s.lease(w, 1, &[], now).await.unwrap().jobs;
+    let failure = JobFailure {
+        job_id: jobs[0].job_id,
+        token: 3,
+        error: "cuda error".into(),
+        permanent: false,
+        released: false,
+    };
+    assert_eq!(s.fail(w, &[failure], now).await.unwrap().failed.len(), 1);
+    assert_eq!(
+        s.attempts(jobs[0].job_id).await.unwrap().len(),
+        3,
+        "every attempt is kept"
     );
 }
 
@@ -830,6 +877,7 @@ async fn bad_worker_writes_are_refused(backend: Backend, name: &str) {
         token: 7,
         error: "x".into(),
         permanent: false,
+        released: false,
     };
     assert!(matches!(
         s.fail(w, &[stale_fail], now).await,

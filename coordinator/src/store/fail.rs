@@ -1,6 +1,8 @@
 //! Failure: a job that could not be done goes back to the queue after a backoff, or, when the
 //! error is permanent or the attempts are used up, ends `failed` with every attempt's error kept
-//! in `attempts`.
+//! in `attempts`. A released job (its worker was stopped) goes back at once, and its attempt is
+//! not charged: the job's allowance grows by one, since the attempt number is also the fencing
+//! token and must keep rising.
 
 use super::complete::{lock_jobs, unique_ids, Verdict};
 use super::{Store, Tx};
@@ -67,10 +69,13 @@ impl Store {
             .bind(fence.leased_at)
             .bind(now)
             .bind(error)
-            .bind(job.permanent)
+            .bind(job.permanent && !job.released)
             .execute(&mut *tx)
             .await?;
-            if job.permanent || fence.attempt >= fence.max_attempts {
+            if job.released {
+                release(&mut tx, job.job_id, error, now).await?;
+                out.retrying.push(job.job_id);
+            } else if job.permanent || fence.attempt >= fence.max_attempts {
                 end_failed(&mut tx, job.job_id, error, now).await?;
                 out.failed.push(job.job_id);
             } else {
@@ -82,6 +87,7 @@ impl Store {
                 job_id = job.job_id,
                 attempt = job.token,
                 permanent = job.permanent,
+                released = job.released,
                 error,
                 "job attempt failed"
             );
@@ -89,6 +95,15 @@ impl Store {
         tx.commit().await?;
         Ok(out)
     }
+}
+
+/// Puts a released job back in the queue at once, with one more attempt allowed.
+async fn release(tx: &mut Tx, job_id: i64, error: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE jobs SET max_attempts = max_attempts + 1 WHERE id = $1")
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    requeue(tx, job_id, error, now).await
 }
 
 /// Puts a job back in the queue, runnable from `not_before`.

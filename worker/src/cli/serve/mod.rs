@@ -438,7 +438,8 @@ impl Worker {
             _ = self.stop.reached(2) => {
                 drop(beat);
                 // bounded: a coordinator that cannot be reached lets the leases expire instead
-                let release = self.fail(&group, "the worker was stopped before finishing; released for another worker", false);
+                let jobs: Vec<(i64, i64)> = group.iter().map(|j| (j.job_id, j.token)).collect();
+                let release = self.report_failures(&jobs, "the worker was stopped before finishing; released for another worker", Failure::Released);
                 if tokio::time::timeout(Duration::from_secs(10), release).await.is_err() {
                     tracing::warn!("coordinator unreachable; the leases will expire instead");
                 }
@@ -596,7 +597,7 @@ impl Worker {
             "completion refused; the result is dropped");
         if status.code() == Code::InvalidArgument {
             let error = format!("the coordinator refused the result: {}", status.message());
-            self.report_failures(&[(job.job_id, job.token)], &error, true)
+            self.report_failures(&[(job.job_id, job.token)], &error, Failure::Permanent)
                 .await;
         }
     }
@@ -615,13 +616,17 @@ impl Worker {
     /// Reports that `jobs` could not be done.
     async fn fail(&self, jobs: &[LeasedJob], error: &str, permanent: bool) -> Result<()> {
         let jobs: Vec<(i64, i64)> = jobs.iter().map(|j| (j.job_id, j.token)).collect();
-        self.report_failures(&jobs, error, permanent).await;
+        let how = match permanent {
+            true => Failure::Permanent,
+            false => Failure::Retryable,
+        };
+        self.report_failures(&jobs, error, how).await;
         Ok(())
     }
 
-    /// Reports that `jobs` (id, lease token) could not be done.
-    async fn report_failures(&self, jobs: &[(i64, i64)], error: &str, permanent: bool) {
-        tracing::error!(jobs = ?jobs.iter().map(|j| j.0).collect::<Vec<_>>(), permanent, error, "jobs failed");
+    /// Reports that `jobs` (id, lease token) could not be done, or were given back.
+    async fn report_failures(&self, jobs: &[(i64, i64)], error: &str, how: Failure) {
+        tracing::error!(jobs = ?jobs.iter().map(|j| j.0).collect::<Vec<_>>(), ?how, error, "jobs failed");
         let request = FailRequest {
             worker_id: self.id,
             jobs: jobs
@@ -630,7 +635,8 @@ impl Worker {
                     job_id,
                     token,
                     error: error.to_string(),
-                    permanent,
+                    permanent: how == Failure::Permanent,
+                    released: how == Failure::Released,
                 })
                 .collect(),
         };
@@ -644,4 +650,16 @@ impl Worker {
             tracing::warn!(error = %status.message(), code = ?status.code(), "failure report refused");
         }
     }
+}
+
+/// How a job that was not done is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Another attempt may succeed (after a backoff).
+    Retryable,
+    /// No attempt can succeed: the job ends failed.
+    Permanent,
+    /// Given back untried to the end (the worker was stopped): queued again at once, the
+    /// attempt not charged.
+    Released,
 }
