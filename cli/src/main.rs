@@ -81,7 +81,9 @@ enum Command {
 --data-dir), one `vephys-worker serve` child process and a local object store (files in \
 --data-dir). Shows progress, prints one line per filter (max-image activity, preferred rotation \
 and zoom, colour index) and writes DATA_DIR/report/index.html: the grid of max images and every \
-filter's tuning curves. Interrupted runs resume when the same command runs again. \
+filter's tuning curves. Interrupted runs resume when the same command runs again; Ctrl-C \
+lets the worker finish and report its batch in flight first, a second Ctrl-C gives the batch \
+back at once. \
 Afterwards `vephys --data-dir DIR results ID` (and status, watch, report) read the same data."
     )]
     Local(Box<local::LocalArgs>),

@@ -156,25 +156,11 @@ fn ctrl_c_lets_the_worker_report_its_batch_and_a_rerun_resumes() {
     let data = dir.path().join("data");
     let (data_s, worker) = (data.to_str().unwrap(), binary("vephys-worker"));
     // one synthesis batch, long enough to be interrupted in flight
-    let args: Vec<&str> = vec![
-        "local",
-        "--data-dir",
+    let args = local_args(
         data_s,
-        "--worker-bin",
         worker.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--layer",
-        "blocks.4",
-        "--filters",
-        "0..3",
-        "--steps",
-        "1500",
-        "--size",
-        "64",
-        "--probes",
-        "synthesis",
-    ];
+        &["--steps", "1500", "--probes", "synthesis"],
+    );
     let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let mut local = e2e::Proc::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_vephys")),
