@@ -11,10 +11,11 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 use vephys_objects::{sha256_hex, Objects, S3Options};
 use vephys_proto::bearer::BearerToken;
+use vephys_proto::endpoint::endpoint;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe};
 use vephys_proto::v1::campaigns_client::CampaignsClient;
 use vephys_proto::v1::*;
@@ -326,19 +327,9 @@ pub(crate) async fn connect_to(
     token: Option<&str>,
     ca_cert: Option<&Path>,
 ) -> Result<Client> {
-    let mut endpoint = Endpoint::from_shared(url.to_string()).with_context(|| {
-        format!("--coordinator `{url}` is not a url; use e.g. http://127.0.0.1:7070")
-    })?;
-    if url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
-    let channel = endpoint.connect().await.with_context(|| {
+    let channel = endpoint(url, ca_cert)
+        .map_err(anyhow::Error::msg)?
+        .connect().await.with_context(|| {
         format!("cannot reach the coordinator at {url}; is it running? (set --coordinator or VEPHYS_COORDINATOR)")
     })?;
     let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;

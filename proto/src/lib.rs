@@ -2,6 +2,7 @@
 //! format users write in TOML.
 
 pub mod bearer;
+pub mod endpoint;
 pub mod spec;
 
 #[allow(clippy::all, missing_docs)]

@@ -6,12 +6,13 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::Rng;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use vephys_proto::bearer::BearerToken;
+use vephys_proto::endpoint::endpoint;
 use vephys_proto::v1::workers_client::WorkersClient;
 
 pub type Api = WorkersClient<InterceptedService<Channel, BearerToken>>;
@@ -19,21 +20,10 @@ pub type Api = WorkersClient<InterceptedService<Channel, BearerToken>>;
 /// A client that connects on first use, so a coordinator that is not up yet is waited for.
 /// `ca_cert` (PEM) is trusted besides the public roots for an https:// coordinator.
 pub fn connect(url: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result<Api> {
-    let mut endpoint = Endpoint::from_shared(url.to_string())
-        .with_context(|| {
-            format!("--coordinator `{url}` is not a url; use e.g. http://127.0.0.1:7070")
-        })?
+    let endpoint = endpoint(url, ca_cert)
+        .map_err(anyhow::Error::msg)?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60));
-    if url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
     let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
     Ok(WorkersClient::with_interceptor(
         endpoint.connect_lazy(),
