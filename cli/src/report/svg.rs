@@ -141,14 +141,23 @@ fn ticks_every(lo: f64, hi: f64, step: f64) -> Vec<f64> {
         .collect()
 }
 
-/// The y domain of activities: always includes 0, so bars and curves are read against zero.
-fn y_domain(values: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
+/// The linear y scale of activities onto pixels [p0, p1], and its ticks. The domain always
+/// includes 0, so bars and curves are read against zero.
+fn y_scale(values: impl Iterator<Item = f64>, p0: f64, p1: f64) -> (Scale, Vec<f64>) {
     let (mut lo, mut hi) = (0.0f64, 0.0f64);
     for v in values.filter(|v| v.is_finite()) {
         lo = lo.min(v);
         hi = hi.max(v);
     }
-    nice_domain(lo, hi, 4.0)
+    let (lo, hi, ticks) = nice_domain(lo, hi, 4.0);
+    let scale = Scale {
+        lo,
+        hi,
+        p0,
+        p1,
+        log2: false,
+    };
+    (scale, ticks)
 }
 
 fn finite(points: &[(f64, f64)]) -> impl Iterator<Item = (f64, f64)> + '_ {
@@ -290,14 +299,7 @@ pub fn line_plot(p: &LinePlot) -> String {
         .collect();
     let xs: Vec<f64> = series.iter().flatten().map(|p| p.1).collect();
     let (x, x_ticks) = x_scale(&p.x_axis, &xs, x0, x1);
-    let (ylo, yhi, y_ticks) = y_domain(series.iter().flatten().map(|p| p.2));
-    let y = Scale {
-        lo: ylo,
-        hi: yhi,
-        p0: y0,
-        p1: y1,
-        log2: false,
-    };
+    let (y, y_ticks) = y_scale(series.iter().flatten().map(|p| p.2), y0, y1);
 
     let mut out = String::new();
     open(&mut out, H_LINE, p.title);
@@ -400,18 +402,7 @@ fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
 pub fn bar_plot(title: &str, y_label: &str, bars: &[Bar]) -> String {
     let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H_BAR - BOTTOM_BAR, TOP);
     let bars: Vec<&Bar> = bars.iter().filter(|b| b.max.is_finite()).collect();
-    let (ylo, yhi, y_ticks) = y_domain(
-        bars.iter()
-            .flat_map(|b| [b.max, b.mean])
-            .filter(|v| v.is_finite()),
-    );
-    let y = Scale {
-        lo: ylo,
-        hi: yhi,
-        p0: y0,
-        p1: y1,
-        log2: false,
-    };
+    let (y, y_ticks) = y_scale(bars.iter().flat_map(|b| [b.max, b.mean]), y0, y1);
 
     let mut out = String::new();
     open(&mut out, H_BAR, title);

@@ -87,7 +87,7 @@ impl Compute {
                     let run = std::panic::AssertUnwindSafe(|| models.run(&batch));
                     let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
                         models.loaded.clear(); // a network may be half-updated
-                        Err(retryable(&format!(
+                        Err(retryable(format!(
                             "libtorch failed: {}",
                             panic_text(&*panic)
                         )))
@@ -118,10 +118,11 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
-fn retryable(message: &str) -> BatchError {
+/// A batch error that another try (here or on another worker) may not meet.
+pub fn retryable(message: impl Into<String>) -> BatchError {
     BatchError {
         permanent: false,
-        message: message.to_string(),
+        message: message.into(),
     }
 }
 
@@ -151,7 +152,7 @@ impl Models {
             // weights that made them
             if net.weights_sha256() != Some(batch.weights_sha256.as_str()) {
                 // retryable: the job is fine, this worker's file is not
-                return Err(retryable(&format!(
+                return Err(retryable(format!(
                     "weights file {} changed after it was checked: sha256 {} instead of {}; \
                      restore the file or restart the worker",
                     batch.weights.display(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use vephys_objects::{local_path, sha256_hex, Objects};
 use vephys_worker::weights::sha256_file;
 
-use super::compute::BatchError;
+use super::compute::{retryable, BatchError};
 
 pub struct Weights {
     dir: PathBuf,
@@ -121,13 +121,6 @@ impl Weights {
             })?;
         tracing::info!(model, uri, sha256, "weights fetched from the store");
         Ok((cached, sha256_lower))
-    }
-}
-
-fn retryable(message: String) -> BatchError {
-    BatchError {
-        permanent: false,
-        message,
     }
 }
 
