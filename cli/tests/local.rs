@@ -146,8 +146,8 @@ fn local_refuses_bad_campaigns_and_leaves_none_behind() {
     }
 }
 
-/// Ctrl-C (SIGINT to `vephys`; the worker runs in its own process group, so the terminal's
-/// SIGINT reaches only `vephys`) lets the worker finish and report its batch in flight, then
+/// Ctrl-C (SIGINT to the foreground process group; the worker runs in a group of its own, so
+/// it reaches only `vephys`) lets the worker finish and report its batch in flight, then
 /// both exit; running the command again resumes with that batch's results kept.
 #[test]
 fn ctrl_c_lets_the_worker_report_its_batch_and_a_rerun_resumes() {
@@ -174,7 +174,7 @@ fn ctrl_c_lets_the_worker_report_its_batch_and_a_rerun_resumes() {
         std::time::Duration::from_secs(180),
         || worker_log().contains("batch started").then_some(()),
     );
-    local.signal(libc::SIGINT);
+    local.signal_group(libc::SIGINT); // what Ctrl-C in a terminal does
     let status = local
         .wait_exit(std::time::Duration::from_secs(600))
         .expect("vephys exits once the worker has reported its batch");

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -58,11 +59,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin ARGS` with `env`, its output going to `log`.
+    /// Starts `bin ARGS` with `env`, its output going to `log`, in a process group of its own
+    /// (so `signal_group` reaches it and its children, as a terminal's Ctrl-C would).
     pub fn start(bin: &Path, args: &[String], env: &[(&str, String)], log: &Path) -> Proc {
         let file = std::fs::File::create(log).unwrap();
         let mut cmd = Command::new(bin);
         cmd.args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
@@ -80,6 +83,13 @@ impl Proc {
     pub fn signal(&self, signal: i32) {
         unsafe {
             libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// `signal` to every process of this one's group.
+    pub fn signal_group(&self, signal: i32) {
+        unsafe {
+            libc::kill(-(self.child.id() as i32), signal);
         }
     }
 
