@@ -466,6 +466,7 @@ async fn probe_jobs_wait_for_their_synthesis_job_and_receive_its_max_image(
         let jobs = s.lease(w, 8, &[], now).await.unwrap().jobs;
         assert_eq!(jobs.len(), 1);
         probes.push(jobs[0].probe.clone());
+        assert!(jobs[0].input_response.is_none(), "nothing to wait for");
         let mut done = completion(&jobs[0], jobs[0].token);
         if jobs[0].probe == "synthesis" {
             done.artifacts.push(Artifact {
@@ -486,6 +487,13 @@ async fn probe_jobs_wait_for_their_synthesis_job_and_receive_its_max_image(
     let zoom = s.lease(w, 8, &[], now).await.unwrap().jobs;
     assert_eq!(zoom[0].probe, "zoom");
     assert_eq!(zoom[0].inputs[0].uri, "file:///x/1/max.png");
+    // with the synthesis' own response to it, and the weights that measured it
+    let response = zoom[0]
+        .input_response
+        .as_ref()
+        .expect("the synthesis' response");
+    assert_eq!((response.max_act, response.mean_act), (1.5, 0.5));
+    assert_eq!(response.weights_sha256, zoom[0].weights_sha256);
     let params: serde_json::Value = serde_json::from_str(&zoom[0].params_json).unwrap();
     assert_eq!(
         params["synthesis"]["image_size"], 32,

@@ -8,12 +8,18 @@
 //!   batch of 16 at once, divided by 16). A run of a few steps and one of three times as many
 //!   give the cost of a step and the fixed cost (start, final measurement), so neither is
 //!   scaled wrongly to 256 steps. `VEPHYS_BENCH_STEPS` scales the timed steps (4 and 12).
-//! - probes: making and evaluating every stimulus of the four paper probes for that one filter,
-//!   49 at the defaults, including the baseline's white and noise images although a run over
-//!   many filters evaluates those once for all of them. Not counted: the three single-colour
-//!   max images the color probe starts from; they are syntheses of their own (each as costly
-//!   as the full-colour one), not probes. Grating and hue are left out: their ~300 stimuli are
-//!   shared by every filter of a layer.
+//! - probes: making and evaluating the stimuli of the four paper probes for that one filter,
+//!   49 at the defaults, as `characterize` and `serve` run them:
+//!   - the max image's own response, measured by its synthesis, is not run again: the
+//!     baseline's `max_image`, zoom 1 and the color probe's three "as is" stimuli (its
+//!     single-colour syntheses measured them);
+//!   - the baseline's white and noise images are shared by the filters of a batch: the
+//!     baseline is timed for the default batch of 16 filters and divided by 16.
+//!
+//!   That leaves 2 + 2/16 + 7 + 24 + 9 = 42.1 images run per filter. Not counted: the three
+//!   single-colour max images the color probe starts from; they are syntheses of their own
+//!   (each as costly as the full-colour one), not probes. Grating and hue are left out: their
+//!   ~300 stimuli are shared by every filter of a layer.
 //!
 //! The sides are timed alternately, `VEPHYS_BENCH_ROUNDS` times (default 3), so that load from
 //! other processes hits them alike; the best round of each is the result, the worst is printed
@@ -33,7 +39,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use vephys_worker::device::{describe, parse_device};
 use vephys_worker::models::Network;
-use vephys_worker::probes::{baseline, color, rotation, stimuli, zoom, ProbeParams};
+use vephys_worker::probes::{baseline, color, rotation, stimuli, zoom, MaxImage, ProbeParams};
 use vephys_worker::synthesis::{synthesize, ColorMode, SynthParams};
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -106,42 +112,74 @@ fn synthesis_seconds(net: &Network, layer: usize, steps: i64) -> f64 {
 
 const PROBES: [&str; 4] = ["baseline", "zoom", "rotation", "color"];
 
-/// Seconds of each of the four paper probes of one filter, in `PROBES` order.
-fn paper_probe_seconds(net: &Network, layer: usize) -> [f64; 4] {
-    let size = SynthParams::default().size;
+/// What the probes start from: max images of the default batch of filters (the first one's
+/// serves zoom and rotation) and the first filter's single-colour ones, made by short
+/// syntheses (stimuli cost the same whatever the image), each with its measured response.
+struct Inputs {
+    filters: Vec<i64>,
+    images: Vec<MaxImage>,
+    /// One filter's R-only, G-only and B-only max images.
+    single: Vec<[MaxImage; 3]>,
+}
+
+impl Inputs {
+    fn new(net: &Network, layer: usize) -> Inputs {
+        let filters: Vec<i64> = (0..DEFAULT_SYNTH_BATCH).collect();
+        let run = |color: ColorMode, filters: &[i64]| {
+            let params = SynthParams {
+                steps: 2,
+                color,
+                ..SynthParams::default()
+            };
+            synthesize(net, layer, filters, &params, &mut |_| {}).unwrap()
+        };
+        let images = run(ColorMode::Rgb, &filters)
+            .iter()
+            .map(MaxImage::synthesized)
+            .collect();
+        let single = vec![[ColorMode::R, ColorMode::G, ColorMode::B]
+            .map(|c| MaxImage::synthesized(&run(c, &filters[..1])[0]))];
+        Inputs {
+            filters,
+            images,
+            single,
+        }
+    }
+}
+
+/// Seconds per filter of each of the four paper probes, in `PROBES` order (see the top of the
+/// file: the baseline runs for the whole default batch and is divided by it).
+fn paper_probe_seconds(net: &Network, layer: usize, inputs: &Inputs) -> [f64; 4] {
     let p = ProbeParams::default();
-    let image = Tensor::rand([3, size, size], (Kind::Float, net.device()));
-    let single: [Tensor; 3] = [ColorMode::R, ColorMode::G, ColorMode::B].map(|c| {
-        let mask = Tensor::from_slice(&c.mask())
-            .to_device(net.device())
-            .view([3, 1, 1]);
-        &image * mask
-    });
-    let (f, images, singles) = (&[0i64][..], std::slice::from_ref(&image), [single]);
+    let (f, one) = (&inputs.filters[..1], &inputs.images[..1]);
+    let batch = inputs.filters.len() as f64;
     [
         seconds(|| {
-            baseline::run(net, layer, f, images, &p).unwrap();
+            baseline::run(net, layer, &inputs.filters, &inputs.images, &p).unwrap();
+        }) / batch,
+        seconds(|| {
+            zoom::run(net, layer, f, one, &p).unwrap();
         }),
         seconds(|| {
-            zoom::run(net, layer, f, images, &p).unwrap();
+            rotation::run(net, layer, f, one, &p).unwrap();
         }),
         seconds(|| {
-            rotation::run(net, layer, f, images, &p).unwrap();
-        }),
-        seconds(|| {
-            color::run(net, layer, f, &singles, &p).unwrap();
+            color::run(net, layer, f, &inputs.single, &p).unwrap();
         }),
     ]
 }
 
-/// Stimuli the four paper probes show one filter, in `PROBES` order.
-fn paper_stimuli() -> [usize; 4] {
+/// Images the four paper probes run per filter, in `PROBES` order (the max images' own
+/// responses are known; the baseline's white and noise are shared by the default batch).
+fn paper_stimuli() -> [f64; 4] {
     let p = ProbeParams::default();
+    let known = |n: usize| n as f64 - 1.0;
+    let shared = 2.0 / DEFAULT_SYNTH_BATCH as f64;
     [
-        baseline::STIMULI.len(),
-        p.zoom_factors.len(),
-        p.angles.len(),
-        color::labels().len(),
+        known(baseline::STIMULI.len() - 2) + shared,
+        known(p.zoom_factors.len()),
+        p.angles.len() as f64,
+        color::labels().len() as f64 - 3.0,
     ]
 }
 
@@ -193,7 +231,7 @@ fn main() {
         ),
     ];
     let counts = paper_stimuli();
-    let total: usize = counts.iter().sum();
+    let total: f64 = counts.iter().sum();
     let default_steps = SynthParams::default().steps;
     println!(
         "probe cost vs synthesis per filter, 224 px, device {}",
@@ -205,8 +243,9 @@ fn main() {
         3 * synth_steps
     );
     println!(
-        "  probes: making and evaluating the {total} stimuli of baseline ({}, incl. the white and noise \
-         images shared by all filters), zoom ({}), rotation ({}), color ({}) for one filter",
+        "  probes: making and evaluating the {total:.1} images run per filter of baseline ({:.1}: its white and \
+         noise images shared by a batch of {DEFAULT_SYNTH_BATCH}), zoom ({}), rotation ({}), color ({}); the max \
+         images' own responses come from their syntheses",
         counts[0], counts[1], counts[2], counts[3]
     );
     println!(
@@ -229,16 +268,17 @@ fn main() {
         let mut net = Network::build(model, device).unwrap();
         net.load_weights(&weights).unwrap();
         let layer_index = net.layer_index(layer).unwrap();
+        let inputs = Inputs::new(&net, layer_index);
         // warm-up: libtorch picks its kernels on first use
         synthesis_seconds(&net, layer_index, 1);
-        paper_probe_seconds(&net, layer_index);
+        paper_probe_seconds(&net, layer_index, &inputs);
         let (mut synthesis, mut probes) = (Spread::new(), Spread::new());
         let mut ratios = Vec::new();
         let mut per_probe = [f64::INFINITY; 4];
         let (mut full, mut narrow, mut err) = (Spread::new(), Spread::new(), 0.0f64);
         for _ in 0..rounds {
             let synth = synthesis_seconds(&net, layer_index, synth_steps);
-            let each = paper_probe_seconds(&net, layer_index);
+            let each = paper_probe_seconds(&net, layer_index, &inputs);
             let sum: f64 = each.iter().sum();
             if sum < probes.best {
                 per_probe = each;
@@ -272,13 +312,13 @@ fn main() {
             .iter()
             .zip(per_probe)
             .zip(counts)
-            .map(|((name, s), n)| format!("{name} {s:.2} ({n})"))
+            .map(|((name, s), n)| format!("{name} {s:.3} ({n:.1})"))
             .collect();
         println!(
-            "{:<28} per probe, s (stimuli): {}; {:.4} s per stimulus, {:.4} s per synthesis step",
+            "{:<28} per probe, s (images run): {}; {:.4} s per image, {:.4} s per synthesis step",
             "",
             names.join(", "),
-            probes.best / total as f64,
+            probes.best / total,
             synthesis.best / default_steps as f64,
         );
         println!(

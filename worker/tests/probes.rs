@@ -10,9 +10,10 @@ use known_units::{
 use tch::{Device, Kind, Tensor};
 use vephys_worker::models::Network;
 use vephys_worker::probes::{
-    baseline, color, grating as grating_probe, measure, rotation, stimuli, zoom, ProbeParams,
+    baseline, color, grating as grating_probe, measure, rotation, stimuli, zoom, MaxImage,
+    ProbeParams, Responses,
 };
-use vephys_worker::synthesis::{synthesize, ColorMode, SynthParams};
+use vephys_worker::synthesis::{synthesize, ColorMode, SynthOutcome, SynthParams};
 
 const SIZE: i64 = 64;
 
@@ -23,8 +24,8 @@ fn params() -> ProbeParams {
     }
 }
 
-/// The filters' max images at SIZE px with only the channels of `color` free.
-fn max_images(net: &Network, filters: &[i64], color: ColorMode) -> Vec<Tensor> {
+/// The filters' syntheses at SIZE px with only the channels of `color` free.
+fn syntheses(net: &Network, filters: &[i64], color: ColorMode) -> Vec<SynthOutcome> {
     let p = SynthParams {
         steps: 96,
         size: SIZE,
@@ -32,10 +33,14 @@ fn max_images(net: &Network, filters: &[i64], color: ColorMode) -> Vec<Tensor> {
         ..SynthParams::default()
     };
     let layer = net.layer_index("relu").unwrap();
-    synthesize(net, layer, filters, &p, &mut |_| {})
-        .unwrap()
+    synthesize(net, layer, filters, &p, &mut |_| {}).unwrap()
+}
+
+/// Their max images, with the responses to them left for the probes to measure.
+fn max_images(net: &Network, filters: &[i64], color: ColorMode) -> Vec<MaxImage> {
+    syntheses(net, filters, color)
         .into_iter()
-        .map(|o| o.image)
+        .map(|o| MaxImage::new(o.image))
         .collect()
 }
 
@@ -60,7 +65,7 @@ fn oriented_edge_unit_peaks_at_its_orientation_every_180_degrees_and_gratings_ag
     // A vertical-stripe (0 degree) grating turned through every angle: the unit answers most
     // when the stripes reach its own orientation, and again half a turn later.
     let reference = grating(SIZE, 0.0, PERIOD_PX);
-    let rot = rotation::run(&net, layer, &[EDGE], &[reference], &p)
+    let rot = rotation::run(&net, layer, &[EDGE], &[MaxImage::new(reference)], &p)
         .unwrap()
         .remove(0);
     for (stat, tuning, period) in [
@@ -121,7 +126,7 @@ fn centre_surround_unit_has_a_flat_rotation_curve() {
 fn green_unit_prefers_green_and_loses_to_grayscale() {
     let net = network();
     let layer = net.layer_index("relu").unwrap();
-    let single: [Tensor; 3] =
+    let single: [MaxImage; 3] =
         [ColorMode::R, ColorMode::G, ColorMode::B].map(|c| max_images(&net, &[GREEN], c).remove(0));
     let c = color::run(&net, layer, &[GREEN], &[single], &params())
         .unwrap()
@@ -162,7 +167,7 @@ fn spatial_period_unit_peaks_where_the_period_matches() {
 
     // A grating of half the unit's period needs zoom 2 to match it.
     let fine = grating(SIZE, 0.0, PERIOD_PX / 2.0);
-    let z = zoom::run(&net, layer, &[PERIOD], &[fine], &p)
+    let z = zoom::run(&net, layer, &[PERIOD], &[MaxImage::new(fine)], &p)
         .unwrap()
         .remove(0);
     assert_eq!(z.curve.tuning.mean.preferred, 2.0);
@@ -182,7 +187,7 @@ fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
     let one = p.zoom_factors.iter().position(|z| *z == 1.0).unwrap();
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1e-6);
     for (i, &f) in filters.iter().enumerate() {
-        let x = images[i].unsqueeze(0);
+        let x = images[i].image.unsqueeze(0);
         let direct = measure(&net, layer, &x, &[f], 1).unwrap().remove(0);
         let through_aperture = measure(
             &net,
@@ -233,6 +238,55 @@ fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
             );
         }
     }
+}
+
+/// A max image's response as its synthesis measured it stands in for running the image again
+/// (the baseline's `max_image`, zoom 1, the color probe's "as is"): the curves come out the
+/// same as when the probes measure everything, so the synthesis measured the very image the
+/// probes see, in the same way, and each known response lands at its own stimulus.
+#[test]
+fn responses_measured_by_the_synthesis_stand_in_for_the_max_image() {
+    let net = network();
+    let layer = net.layer_index("relu").unwrap();
+    let p = params();
+    let filters = [EDGE, CENTRE_SURROUND, GREEN, PERIOD];
+    let outcomes = syntheses(&net, &filters, ColorMode::Rgb);
+    let known: Vec<MaxImage> = outcomes.iter().map(MaxImage::synthesized).collect();
+    let measured: Vec<MaxImage> = outcomes
+        .iter()
+        .map(|o| MaxImage::new(o.image.shallow_clone()))
+        .collect();
+    let same = |what: &str, a: &Responses, b: &Responses| {
+        assert_eq!(a.max.len(), b.max.len(), "{what}");
+        for (x, y) in a.max.iter().zip(&b.max).chain(a.mean.iter().zip(&b.mean)) {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1e-6),
+                "{what}: {x} vs {y}\n{a:?}\n{b:?}"
+            );
+        }
+    };
+    let base = |images: &[MaxImage]| baseline::run(&net, layer, &filters, images, &p).unwrap();
+    for (k, m) in base(&known).iter().zip(base(&measured)) {
+        same("baseline", &k.responses, &m.responses);
+    }
+    let zooms = |images: &[MaxImage]| zoom::run(&net, layer, &filters, images, &p).unwrap();
+    for (k, m) in zooms(&known).iter().zip(zooms(&measured)) {
+        same("zoom", &k.curve.responses, &m.curve.responses);
+    }
+
+    let single =
+        [ColorMode::R, ColorMode::G, ColorMode::B].map(|c| syntheses(&net, &[GREEN], c).remove(0));
+    let c = |images: [MaxImage; 3]| {
+        color::run(&net, layer, &[GREEN], &[images], &p)
+            .unwrap()
+            .remove(0)
+            .responses
+    };
+    let known = c(single.each_ref().map(MaxImage::synthesized));
+    let measured = c(single
+        .each_ref()
+        .map(|o| MaxImage::new(o.image.shallow_clone())));
+    same("color", &known, &measured);
 }
 
 /// What the probes measure with, `forward_to_channels` (only the probed filters of the last

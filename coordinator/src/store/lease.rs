@@ -5,7 +5,7 @@
 use super::{placeholders, Dialect, Store};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use vephys_proto::v1::{Artifact, LeasedJob};
+use vephys_proto::v1::{Artifact, LeasedJob, MeasuredResponse};
 
 /// Upper bound on one batch; bigger requests are clamped, not refused.
 pub const MAX_BATCH: u32 = 1024;
@@ -31,6 +31,14 @@ struct InputRow {
     uri: String,
     sha256: String,
     bytes: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ResponseRow {
+    job_id: i64,
+    max_act: f64,
+    mean_act: f64,
+    weights_sha256: String,
 }
 
 /// A granted lease.
@@ -201,13 +209,32 @@ impl Store {
     }
 
     /// Adds what each job needs besides its row: the artifacts of the job it depends on (the
-    /// max image) and the weights hash of its model.
+    /// max image) and that job's response to it, and the weights hash of its model.
     async fn attach_inputs(&self, claimed: Vec<ClaimedRow>) -> Result<Vec<LeasedJob>> {
         let mut deps: Vec<i64> = claimed.iter().filter_map(|r| r.depends_on).collect();
         deps.sort_unstable();
         deps.dedup();
         let mut inputs: HashMap<i64, Vec<Artifact>> = HashMap::new();
+        let mut responses: HashMap<i64, MeasuredResponse> = HashMap::new();
         if !deps.is_empty() {
+            let sql = format!(
+                "SELECT job_id, max_act, mean_act, weights_sha256 FROM results WHERE job_id IN ({})",
+                placeholders(1, deps.len())
+            );
+            let mut query = sqlx::query_as::<_, ResponseRow>(&sql);
+            for dep in &deps {
+                query = query.bind(*dep);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                responses.insert(
+                    row.job_id,
+                    MeasuredResponse {
+                        max_act: row.max_act,
+                        mean_act: row.mean_act,
+                        weights_sha256: row.weights_sha256,
+                    },
+                );
+            }
             let sql = format!(
                 "SELECT job_id, kind, uri, sha256, bytes FROM artifacts WHERE job_id IN ({}) ORDER BY job_id, kind",
                 placeholders(1, deps.len())
@@ -242,6 +269,7 @@ impl Store {
                     .depends_on
                     .and_then(|d| inputs.get(&d).cloned())
                     .unwrap_or_default(),
+                input_response: row.depends_on.and_then(|d| responses.get(&d).cloned()),
                 model: row.model,
                 layer: row.layer,
                 filter: row.filter,

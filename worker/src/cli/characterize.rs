@@ -17,13 +17,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use tch::Tensor;
 use vephys_worker::filters::parse_filters;
 use vephys_worker::image_io::{png_bytes, write_atomic};
 use vephys_worker::models::Network;
 use vephys_worker::plot::{figure, Panel};
 use vephys_worker::probes::{
-    baseline, color, grating, hue, rotation, zoom, Curve, ProbeKind, ProbeParams, ProbeResult,
+    baseline, color, grating, hue, rotation, zoom, Curve, MaxImage, ProbeKind, ProbeParams,
+    ProbeResult,
 };
 use vephys_worker::provenance::Provenance;
 use vephys_worker::synthesis::{synthesize, ColorMode, Status, SynthOutcome, SynthParams};
@@ -223,7 +223,10 @@ fn image_probes(
         .filter(|i| rgb[*i].status == Status::Ok)
         .collect();
     let filters: Vec<i64> = live.iter().map(|i| rgb[*i].filter).collect();
-    let images: Vec<Tensor> = live.iter().map(|i| rgb[*i].image.shallow_clone()).collect();
+    let images: Vec<MaxImage> = live
+        .iter()
+        .map(|i| MaxImage::synthesized(&rgb[*i]))
+        .collect();
     let mut out = ByFilter::new();
     if filters.is_empty() {
         return Ok(out);
@@ -257,13 +260,15 @@ fn image_probes(
             let mut triple = Vec::with_capacity(3);
             for (c, run) in runs.iter().enumerate() {
                 triple.push(match run[i].status {
-                    Status::Ok => run[i].image.shallow_clone(),
-                    Status::Dead => {
-                        color::dead_channel_image(c, plan.synth.size, tch::Device::Cpu)?
-                    }
+                    Status::Ok => MaxImage::synthesized(&run[i]),
+                    Status::Dead => MaxImage::new(color::dead_channel_image(
+                        c,
+                        plan.synth.size,
+                        tch::Device::Cpu,
+                    )?),
                 });
             }
-            let [r, g, b]: [Tensor; 3] = triple.try_into().expect("three channels");
+            let [r, g, b]: [MaxImage; 3] = triple.try_into().expect("three channels");
             triples.push([r, g, b]);
         }
         add(color::run(net, layer, &filters, &triples, p)?

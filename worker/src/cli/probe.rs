@@ -13,7 +13,7 @@ use vephys_worker::filters::parse_filters;
 use vephys_worker::image_io::{self, write_atomic};
 use vephys_worker::models::Network;
 use vephys_worker::probes::{
-    baseline, color, grating, hue, parse_values, rotation, zoom, ProbeInput, ProbeKind,
+    baseline, color, grating, hue, parse_values, rotation, zoom, MaxImage, ProbeInput, ProbeKind,
     ProbeParams, ProbeResult, ZoomFill,
 };
 use vephys_worker::provenance::Provenance;
@@ -154,8 +154,8 @@ impl ProbeFlags {
 
 /// What each filter brings to its probe.
 enum Inputs {
-    MaxImages(Vec<Tensor>),
-    SingleColour(Vec<[Tensor; 3]>),
+    MaxImages(Vec<MaxImage>),
+    SingleColour(Vec<[MaxImage; 3]>),
     Nothing,
 }
 
@@ -335,7 +335,7 @@ fn read_inputs(args: &ProbeArgs, filters: &[i64]) -> Result<(Inputs, i64)> {
         ProbeInput::MaxImage => Inputs::MaxImages(
             filters
                 .iter()
-                .map(|f| read(&dir.join(stem(*f)), None))
+                .map(|f| read(&dir.join(stem(*f)), None).map(MaxImage::new))
                 .collect::<Result<_>>()?,
         ),
         _ => {
@@ -343,7 +343,7 @@ fn read_inputs(args: &ProbeArgs, filters: &[i64]) -> Result<(Inputs, i64)> {
             for f in filters {
                 let [r, g, b] =
                     [0, 1, 2].map(|c| read(&dir.join(color::CHANNELS[c]).join(stem(*f)), Some(c)));
-                all.push([r?, g?, b?]);
+                all.push([r?, g?, b?].map(MaxImage::new));
             }
             Inputs::SingleColour(all)
         }

@@ -8,15 +8,16 @@
 //!
 //! A channel whose synthesis found the unit dead has no max image; it is stood for by a uniform
 //! field of the synthesis' start colour (the dataset mean in that channel, 0 in the others).
+//! A max image's own response is not run again when its synthesis measured it (`MaxImage`).
 
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use super::measure::{measure, Both, Responses};
+use super::measure::{measure_stimuli, Both, Responses, Stimulus};
 use super::params::ProbeParams;
-use super::stack;
 use super::stimuli::{grayscale, move_channel, uniform};
 use super::tuning::{argmax, selectivity_index};
+use super::MaxImage;
 use crate::error::Result;
 use crate::models::Network;
 use crate::synthesis::DATASET_MEAN;
@@ -61,22 +62,24 @@ pub fn run(
     net: &Network,
     layer: usize,
     filters: &[i64],
-    images: &[[Tensor; 3]],
+    images: &[[MaxImage; 3]],
     params: &ProbeParams,
 ) -> Result<Vec<Color>> {
     debug_assert_eq!(filters.len(), images.len());
+    let device = net.device();
     let mut out = Vec::with_capacity(filters.len());
     for (&filter, single) in filters.iter().zip(images) {
         let mut stimuli = Vec::with_capacity(12);
-        for (c, image) in single.iter().enumerate() {
-            let image = image.to_device(net.device());
-            stimuli.push(image.shallow_clone());
+        for (c, max_image) in single.iter().enumerate() {
+            let image = max_image.image.to_device(device);
+            stimuli.push(max_image.as_stimulus(device));
             for d in (0..3).filter(|d| *d != c) {
-                stimuli.push(move_channel(&image, c as i64, d as i64)?);
+                stimuli.push(Stimulus::Image(move_channel(&image, c as i64, d as i64)?));
             }
-            stimuli.push(grayscale(&image.f_unsqueeze(0)?)?.f_squeeze_dim(0)?);
+            let gray = grayscale(&image.f_unsqueeze(0)?)?.f_squeeze_dim(0)?;
+            stimuli.push(Stimulus::Image(gray));
         }
-        let r = measure(net, layer, &stack(&stimuli)?, &[filter], params.batch)?.remove(0);
+        let r = measure_stimuli(net, layer, filter, stimuli, params.batch)?;
         // own-channel image of channel c at 4c, its grayscale at 4c + 3
         let csi = |a: &[f64]| -> [Option<f64>; 3] {
             std::array::from_fn(|c| selectivity_index(a[4 * c], a[4 * c + 3]))

@@ -14,6 +14,52 @@ pub struct Responses {
     pub mean: Vec<f64>,
 }
 
+/// Max and mean activity of one filter for one stimulus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Response {
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// A stimulus for one filter: an image [3, S, S] on the network's device, or a stimulus whose
+/// response is already known (see `MaxImage`), which is not run again.
+pub enum Stimulus {
+    Image(Tensor),
+    Known(Response),
+}
+
+/// Responses of `filter` to `stimuli`, in order; only the images go through the network.
+pub fn measure_stimuli(
+    net: &Network,
+    layer: usize,
+    filter: i64,
+    stimuli: Vec<Stimulus>,
+    batch: usize,
+) -> Result<Responses> {
+    let images: Vec<&Tensor> = stimuli
+        .iter()
+        .filter_map(|s| match s {
+            Stimulus::Image(x) => Some(x),
+            Stimulus::Known(_) => None,
+        })
+        .collect();
+    let measured = match images.is_empty() {
+        true => Responses::default(),
+        false => measure(net, layer, &Tensor::f_stack(&images, 0)?, &[filter], batch)?.remove(0),
+    };
+    let mut measured = measured.max.into_iter().zip(measured.mean);
+    let mut out = Responses::default();
+    for s in &stimuli {
+        let (max, mean) = match s {
+            Stimulus::Known(r) => (r.max, r.mean),
+            Stimulus::Image(_) => measured.next().expect("one response per image"),
+        };
+        out.max.push(max);
+        out.mean.push(mean);
+    }
+    Ok(out)
+}
+
 /// Responses of every filter of `filters` to every stimulus of `stimuli` ([N, 3, S, S] on the
 /// network's device): one `Responses` per filter.
 pub fn measure(

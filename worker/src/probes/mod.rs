@@ -20,11 +20,11 @@ pub mod zoom;
 use serde::Serialize;
 use tch::Tensor;
 
-pub use measure::{measure, Both, Responses};
+pub use measure::{measure, measure_stimuli, Both, Response, Responses, Stimulus};
 pub use params::{parse_values, ProbeParams, ZoomFill};
 use tuning::{Axis, Tuning};
 
-use crate::error::Result;
+use crate::synthesis::SynthOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -113,7 +113,42 @@ impl Curve {
     }
 }
 
-/// Stacks per-image stimuli [3, S, S] into a batch on `image`'s device.
-fn stack(images: &[Tensor]) -> Result<Tensor> {
-    Ok(Tensor::f_stack(images, 0)?)
+/// A filter's max image [3, S, S], and the filter's response to it when that is known.
+#[derive(Debug)]
+pub struct MaxImage {
+    pub image: Tensor,
+    /// Measured by the synthesis that made the image, on the very same 8-bit image with the
+    /// same weights: the stimuli that show the image unchanged (the baseline's `max_image`,
+    /// zoom 1, the color probe's "as is") take it instead of running the network again. None:
+    /// they measure it.
+    pub response: Option<Response>,
+}
+
+impl MaxImage {
+    /// An image whose response is not known (read from a file, say).
+    pub fn new(image: Tensor) -> MaxImage {
+        MaxImage {
+            image,
+            response: None,
+        }
+    }
+
+    /// The image a synthesis made, with the response the synthesis measured on it.
+    pub fn synthesized(outcome: &SynthOutcome) -> MaxImage {
+        MaxImage {
+            image: outcome.image.shallow_clone(),
+            response: Some(Response {
+                max: outcome.max_activity,
+                mean: outcome.mean_activity,
+            }),
+        }
+    }
+
+    /// The image as a stimulus: its known response, or the image (moved to `device`) to run.
+    fn as_stimulus(&self, device: tch::Device) -> Stimulus {
+        match self.response {
+            Some(r) => Stimulus::Known(r),
+            None => Stimulus::Image(self.image.to_device(device)),
+        }
+    }
 }

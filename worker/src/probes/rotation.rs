@@ -10,13 +10,12 @@
 //! 2 theta and its rotational symmetry period (`tuning`).
 
 use serde::Serialize;
-use tch::Tensor;
 
 use super::measure::{measure, Both};
 use super::params::ProbeParams;
 use super::stimuli::rotations;
 use super::tuning::{circular_variance, symmetry_period, Axis};
-use super::Curve;
+use super::{Curve, MaxImage};
 use crate::error::Result;
 use crate::models::Network;
 
@@ -31,14 +30,15 @@ pub fn run(
     net: &Network,
     layer: usize,
     filters: &[i64],
-    images: &[Tensor],
+    images: &[MaxImage],
     params: &ProbeParams,
 ) -> Result<Vec<Rotation>> {
     debug_assert_eq!(filters.len(), images.len());
     let angles = &params.angles;
     let mut out = Vec::with_capacity(filters.len());
-    for (&filter, image) in filters.iter().zip(images) {
-        let stimuli = rotations(&image.to_device(net.device()), angles, params.aperture)?;
+    for (&filter, max_image) in filters.iter().zip(images) {
+        let image = max_image.image.to_device(net.device());
+        let stimuli = rotations(&image, angles, params.aperture)?;
         let r = measure(net, layer, &stimuli, &[filter], params.batch)?.remove(0);
         out.push(Rotation {
             orientation_circular_variance: Both::of(&r, |r| circular_variance(angles, r, 2.0)),

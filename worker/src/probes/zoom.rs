@@ -1,18 +1,16 @@
 //! `zoom`: the max image at zoom factors z, the image size kept constant (DESIGN.md section 1;
 //! the resampling is `stimuli::zoom`). z = 1 is the max image itself, so its response equals
-//! the baseline's `max_image`. Derived: the tuning of the curve on a log axis (bandwidth in
-//! octaves).
+//! the baseline's `max_image` (and is not run again when the synthesis measured it, see
+//! `MaxImage`). Derived: the tuning of the curve on a log axis (bandwidth in octaves).
 
-use serde::Serialize;
-use tch::Tensor;
-
-use super::measure::measure;
+use super::measure::{measure_stimuli, Stimulus};
 use super::params::{ProbeParams, ZoomFill};
 use super::stimuli::zoom;
 use super::tuning::Axis;
-use super::{stack, Curve};
+use super::{Curve, MaxImage};
 use crate::error::Result;
 use crate::models::Network;
+use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Zoom {
@@ -24,19 +22,22 @@ pub fn run(
     net: &Network,
     layer: usize,
     filters: &[i64],
-    images: &[Tensor],
+    images: &[MaxImage],
     params: &ProbeParams,
 ) -> Result<Vec<Zoom>> {
     debug_assert_eq!(filters.len(), images.len());
     let mut out = Vec::with_capacity(filters.len());
-    for (&filter, image) in filters.iter().zip(images) {
-        let image = image.to_device(net.device());
-        let zoomed = params
+    for (&filter, max_image) in filters.iter().zip(images) {
+        let image = max_image.image.to_device(net.device());
+        let stimuli = params
             .zoom_factors
             .iter()
-            .map(|&z| zoom(&image, z, params.zoom_fill))
+            .map(|&z| match z == 1.0 {
+                true => Ok(max_image.as_stimulus(net.device())),
+                false => Ok(Stimulus::Image(zoom(&image, z, params.zoom_fill)?)),
+            })
             .collect::<Result<Vec<_>>>()?;
-        let r = measure(net, layer, &stack(&zoomed)?, &[filter], params.batch)?.remove(0);
+        let r = measure_stimuli(net, layer, filter, stimuli, params.batch)?;
         out.push(Zoom {
             fill: params.zoom_fill,
             curve: Curve::new("zoom_factor", params.zoom_factors.clone(), r, Axis::Log2),

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use tch::{Device, Tensor};
+use tch::Device;
 use vephys_proto::spec::Probe;
 use vephys_worker::models::Network;
-use vephys_worker::probes::{baseline, color, grating, hue, rotation, zoom, ProbeResult};
+use vephys_worker::probes::{
+    baseline, color, grating, hue, rotation, zoom, MaxImage, ProbeResult, Response,
+};
 use vephys_worker::provenance::Provenance;
 use vephys_worker::synthesis::{synthesize, ColorMode, Status, SynthParams};
 use vephys_worker::WorkerError;
@@ -39,6 +41,8 @@ pub struct BatchJob {
     pub filter: i64,
     /// PNG bytes of the filter's max image (probes that start from it); None for a dead unit.
     pub max_image: Option<Vec<u8>>,
+    /// The synthesis job's response to that image, when measured with this batch's weights.
+    pub max_image_response: Option<Response>,
 }
 
 /// Why a batch could not be done, and whether trying again could help.
@@ -287,7 +291,7 @@ fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> 
             let mut triples = Vec::with_capacity(filters.len());
             let mut files = Vec::with_capacity(filters.len());
             for i in 0..filters.len() {
-                let mut images: Vec<Tensor> = Vec::with_capacity(3);
+                let mut images: Vec<MaxImage> = Vec::with_capacity(3);
                 let mut pngs = Vec::with_capacity(3);
                 for (c, run) in runs.iter().enumerate() {
                     let o = &run[i];
@@ -297,15 +301,17 @@ fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> 
                                 &format!("max_image_{}", color::CHANNELS[c]),
                                 &o.image,
                             )?);
-                            images.push(o.image.shallow_clone());
+                            images.push(MaxImage::synthesized(o));
                         }
                         // A channel that cannot drive the unit shows it the mean colour there.
-                        Status::Dead => {
-                            images.push(color::dead_channel_image(c, base.size, Device::Cpu)?)
-                        }
+                        Status::Dead => images.push(MaxImage::new(color::dead_channel_image(
+                            c,
+                            base.size,
+                            Device::Cpu,
+                        )?)),
                     }
                 }
-                let [r, g, b]: [Tensor; 3] = images.try_into().expect("three channels");
+                let [r, g, b]: [MaxImage; 3] = images.try_into().expect("three channels");
                 triples.push([r, g, b]);
                 files.push(pngs);
             }
@@ -347,7 +353,7 @@ fn run_batch(net: &Network, batch: &Batch) -> Result<Vec<Finished>, BatchError> 
 
 /// The jobs of a batch whose max image exists, those images, and the finished results of
 /// dead units (which have none).
-type Split<'a> = (Vec<&'a BatchJob>, Vec<Tensor>, Vec<Finished>);
+type Split<'a> = (Vec<&'a BatchJob>, Vec<MaxImage>, Vec<Finished>);
 
 /// Splits a batch into the jobs whose max image exists (decoded, checked for size) and the
 /// already finished results of dead units, which have none.
@@ -358,7 +364,10 @@ fn max_images(batch: &Batch, size: i64) -> Result<Split<'_>, BatchError> {
     for job in &batch.jobs {
         match &job.max_image {
             Some(png) => {
-                images.push(results::decode_png(png, size)?);
+                images.push(MaxImage {
+                    image: results::decode_png(png, size)?,
+                    response: job.max_image_response,
+                });
                 live.push(job);
             }
             None => dead.push(results::dead_unit(job.job_id)),

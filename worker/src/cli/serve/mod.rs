@@ -34,6 +34,7 @@ use vephys_proto::v1::{
 };
 use vephys_worker::device::{describe, parse_device};
 use vephys_worker::models::{model_names, Network};
+use vephys_worker::probes::Response;
 use vephys_worker::provenance::VERSIONS;
 
 use compute::{Batch, BatchError, BatchJob, Compute};
@@ -407,6 +408,7 @@ impl Worker {
                 job_id: job.job_id,
                 filter: job.filter,
                 max_image,
+                max_image_response: reusable_response(job, &weights_sha),
             });
         }
         let progress = Arc::new(AtomicU32::new(0));
@@ -662,4 +664,52 @@ enum Failure {
     /// Given back untried to the end (the worker was stopped): queued again at once, the
     /// attempt not charged.
     Released,
+}
+
+/// The synthesis job's response to the max image, when it was measured with the weights this
+/// batch runs with: a worker with other weights must measure the image itself.
+fn reusable_response(job: &LeasedJob, weights_sha256: &str) -> Option<Response> {
+    job.input_response
+        .as_ref()
+        .filter(|r| r.weights_sha256 == weights_sha256)
+        .filter(|r| r.max_act.is_finite() && r.mean_act.is_finite())
+        .map(|r| Response {
+            max: r.max_act,
+            mean: r.mean_act,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vephys_proto::v1::MeasuredResponse;
+
+    fn job(response: Option<(f64, &str)>) -> LeasedJob {
+        LeasedJob {
+            input_response: response.map(|(max, sha)| MeasuredResponse {
+                max_act: max,
+                mean_act: 0.5,
+                weights_sha256: sha.into(),
+            }),
+            ..LeasedJob::default()
+        }
+    }
+
+    #[test]
+    fn a_response_is_reused_only_when_the_same_weights_measured_it() {
+        let reused = reusable_response(&job(Some((2.0, "abc"))), "abc");
+        assert_eq!(
+            reused,
+            Some(Response {
+                max: 2.0,
+                mean: 0.5
+            })
+        );
+        assert_eq!(reusable_response(&job(Some((2.0, "abc"))), "def"), None);
+        assert_eq!(
+            reusable_response(&job(Some((f64::NAN, "abc"))), "abc"),
+            None
+        );
+        assert_eq!(reusable_response(&job(None), "abc"), None);
+    }
 }
