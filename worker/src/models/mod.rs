@@ -210,12 +210,9 @@ impl Network {
             narrow: stages.iter().rposition(|s| !s.op.channelwise()),
             channels: &channels,
         };
-        let framing = match stages.iter().all(|s| s.op.locality().is_some()) {
-            true => surround(&h)?,
-            false => None,
-        };
+        let framing = framing(stages, &h)?;
         let background = match &framing {
-            Some((colour, _)) => Some(run.background(colour, &h)?),
+            Some(f) => Some(run.background(&f.colour, &h)?),
             None => None,
         };
         // on the CPU in small sub-batches: their maps stay in cache and skip the page faults
@@ -225,7 +222,7 @@ impl Network {
         for start in (0..n).step_by(step as usize) {
             let part = h.f_narrow(0, start, step.min(n - start))?;
             parts.push(match (&framing, &background) {
-                (Some((_, region)), Some(maps)) => run.framed(part, maps, *region)?,
+                (Some(f), Some(maps)) => run.framed(part, maps, f)?,
                 _ => run.whole(part)?,
             });
         }
@@ -365,68 +362,156 @@ impl Narrowed<'_> {
         Ok(maps)
     }
 
-    /// Images `h` that equal a uniform background outside `region`, whose maps are
-    /// `background` (see `background`). Outside the region grown by the receptive field so
-    /// far, every map of every image equals the background's map (same values, same zero
-    /// padding at the edges), so each stage runs on the grown region alone, framed by the
-    /// background's values (`Locality` says how far a stage reaches):
-    /// - pointwise: the region stays;
-    /// - a window of radius r: run on the region grown by 2r, framed; the inner part grown by r
-    ///   is exact (its inputs all lie in the frame or beyond the map's edge, where the zero
-    ///   padding is the true one) and becomes the new region;
-    /// - blocks of size k: run on the whole blocks the region touches; they become the region.
-    ///
-    /// At the end the region is pasted into the background's output.
-    fn framed(&self, h: Tensor, background: &[Tensor], region: Region) -> Result<Tensor> {
-        let b = h.size()[0];
-        // None once the images no longer differ from the background at all
-        let mut inside = Some(crop(&h, region)?);
-        let mut region = region;
+    /// Images `h` that equal a uniform background outside `framing.region`, whose maps are
+    /// `background` (see `background`). Outside the outputs that read the region (`reach`),
+    /// every map of every image equals the background's map (same values, same zero padding at
+    /// the edges), so each stage runs only on the input those outputs read, framed by the
+    /// background's values, and keeps those outputs: the region of its output. At the end the
+    /// region is pasted into the background's output.
+    fn framed(&self, h: Tensor, background: &[Tensor], framing: &Framing) -> Result<Tensor> {
+        let u = &background[self.stages.len()];
+        let out = layout_like(u, &u.f_expand([h.size()[0], -1, -1, -1], false)?)?;
+        let mut region = framing.region;
+        let mut x = crop(&h, region)?;
         for (i, u) in background[..self.stages.len()].iter().enumerate() {
             let (height, width) = (u.size()[2], u.size()[3]);
-            if let Some(x) = inside.take() {
-                let locality = self.stages[i]
+            let Some(step) = Step::new(region, framing.reads[i], height, width) else {
+                // no output reads the region: the images equal the background from here on
+                return Ok(out);
+            };
+            debug_assert_eq!(
+                self.stages[i]
                     .op
-                    .locality()
-                    .expect("checked before framing");
-                inside = match locality {
-                    Locality::Pointwise => Some(self.stage_owned(i, x)?),
-                    Locality::Window { radius } => {
-                        let outer = region.grow(2 * radius, height, width);
-                        let y = self.stage(i, &frame(u, outer, &x, region)?)?;
-                        let inner = region.grow(radius, height, width);
-                        region = inner;
-                        Some(crop(&y, inner.within(outer))?)
-                    }
-                    Locality::Blocks { size } => {
-                        let out = Region {
-                            y0: region.y0 / size,
-                            y1: ((region.y1 + size - 1) / size).min(height / size),
-                            x0: region.x0 / size,
-                            x1: ((region.x1 + size - 1) / size).min(width / size),
-                        };
-                        // the blocks the region touches (rows and columns left over at the
-                        // edge feed no block)
-                        let outer = out.scaled(size);
-                        let kept = region.intersect(outer);
-                        let before = std::mem::replace(&mut region, out);
-                        if out.is_empty() {
-                            None
-                        } else {
-                            let x = crop(&x, kept.within(before))?;
-                            Some(self.stage(i, &frame(u, outer, &x, kept)?)?)
-                        }
-                    }
-                };
-            }
+                    .locality(step.run.height())
+                    .map(|l| l.before),
+                Some(framing.reads[i][0].before),
+                "the stage pads the crop as the whole map"
+            );
+            x = self.framed_stage(i, u, x, region, &step)?;
+            region = step.out;
         }
-        let u = &background[self.stages.len()];
-        let out = layout_like(u, &u.f_expand([b, -1, -1, -1], false)?)?;
-        if let Some(x) = inside {
-            crop(&out, region)?.f_copy_(&x)?;
-        }
+        crop(&out, region)?.f_copy_(&x)?;
         Ok(out)
     }
+
+    /// Stage `i` of `step` on images `x`, their values on `region` of its input, whose
+    /// background is `u`: the images' values on `step.out`.
+    fn framed_stage(
+        &self,
+        i: usize,
+        u: &Tensor,
+        x: Tensor,
+        region: Region,
+        step: &Step,
+    ) -> Result<Tensor> {
+        // rows and columns of the region that no output reads (left over by pooling) go
+        let kept = region.intersect(step.run);
+        let x = crop(&x, kept.within(region))?;
+        // a frame only where the stage reads beyond the region
+        let y = if kept == step.run {
+            self.stage_owned(i, x)?
+        } else {
+            self.stage(i, &frame(u, step.run, &x, kept)?)?
+        };
+        crop(&y, step.keep)
+    }
+}
+
+/// How `forward_to_channels` runs images that equal a uniform background outside a region
+/// (`Narrowed::framed`).
+struct Framing {
+    /// The background, [1, C, 1, 1].
+    colour: Tensor,
+    /// Where the images differ from it.
+    region: Region,
+    /// How each stage reads its input: rows, columns.
+    reads: Vec<[Locality; 2]>,
+}
+
+/// The framing of normalised images `h` through `stages`, when every stage says how it reads
+/// its input and the images are worth framing (`surround`).
+fn framing(stages: &[Stage], h: &Tensor) -> Result<Option<Framing>> {
+    let s = h.size();
+    let reads = match s.len() {
+        4 => localities(stages, s[2], s[3]),
+        _ => None,
+    };
+    let Some(reads) = reads else {
+        return Ok(None);
+    };
+    Ok(surround(h)?.map(|(colour, region)| Framing {
+        colour,
+        region,
+        reads,
+    }))
+}
+
+/// How each stage reads its input, rows and columns, for `height` x `width` input; None when
+/// some stage does not say (`Op::locality`).
+fn localities(stages: &[Stage], height: i64, width: i64) -> Option<Vec<[Locality; 2]>> {
+    let mut size = (height, width);
+    stages
+        .iter()
+        .map(|s| {
+            let reads = [s.op.locality(size.0)?, s.op.locality(size.1)?];
+            size = (reads[0].outputs, reads[1].outputs);
+            Some(reads)
+        })
+        .collect()
+}
+
+/// One stage run on the part of its input that differs from the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    /// The part of the input the stage runs on.
+    run: Region,
+    /// The part of the output that differs from the background's.
+    out: Region,
+    /// `out` counted from the corner of the stage's output on `run`.
+    keep: Region,
+}
+
+impl Step {
+    /// The step of a stage reading its `height` x `width` input as `reads` says, where the
+    /// images differ from the background on `region` of it; None when no output reads `region`.
+    fn new(region: Region, [rows, cols]: [Locality; 2], height: i64, width: i64) -> Option<Step> {
+        let [ry, oy, ky] = reach(rows, height, (region.y0, region.y1))?;
+        let [rx, ox, kx] = reach(cols, width, (region.x0, region.x1))?;
+        Some(Step {
+            run: Region::from_spans(ry, rx),
+            out: Region::from_spans(oy, ox),
+            keep: Region::from_spans(ky, kx),
+        })
+    }
+}
+
+/// Along one axis of an op's input, `size` rows read as `l` says, where rows [lo, hi) differ
+/// from the background: the input rows [start, stop) to run the op on, the output rows
+/// [first, end) that differ (those that read a row of [lo, hi); the others read only
+/// background), and those counted from the first output on [start, stop). None when no output
+/// reads [lo, hi). Each output of [first, end) reads only rows of [start, stop) or rows beyond
+/// the map's edge, which the op pads on the crop as on the whole map:
+/// - `start` is a multiple of the stride, so the crop's output j is the map's start / stride + j;
+/// - stop - start has `size`'s remainder modulo the stride, so the op pads the crop's start as
+///   the map's (`Locality`), and its end too where stop = size.
+///
+/// Outputs near a crop edge that is not the map's read zero padding instead of the map's rows;
+/// they lie outside [first, end) and are dropped.
+fn reach(l: Locality, size: i64, (lo, hi): (i64, i64)) -> Option<[(i64, i64); 3]> {
+    let first = ceil_div(lo + l.before - l.kernel + 1, l.stride).max(0);
+    let end = ceil_div(hi + l.before, l.stride).min(l.outputs);
+    if first >= end {
+        return None;
+    }
+    let start = (first * l.stride - l.before).max(0) / l.stride * l.stride;
+    let needed = ((end - 1) * l.stride - l.before + l.kernel).min(size);
+    let stop = size - (size - needed) / l.stride * l.stride;
+    let origin = start / l.stride;
+    Some([(start, stop), (first, end), (first - origin, end - origin)])
+}
+
+fn ceil_div(a: i64, b: i64) -> i64 {
+    -(-a).div_euclid(b)
 }
 
 /// Images per forward pass on the CPU (see `forward_to_channels`); other devices take the
@@ -472,23 +557,9 @@ impl Region {
         self.height() <= 0 || self.width() <= 0
     }
 
-    /// Grown by `r` on every side, within a `height` x `width` map.
-    fn grow(self, r: i64, height: i64, width: i64) -> Region {
-        Region {
-            y0: (self.y0 - r).max(0),
-            y1: (self.y1 + r).min(height),
-            x0: (self.x0 - r).max(0),
-            x1: (self.x1 + r).min(width),
-        }
-    }
-
-    fn scaled(self, k: i64) -> Region {
-        Region {
-            y0: self.y0 * k,
-            y1: self.y1 * k,
-            x0: self.x0 * k,
-            x1: self.x1 * k,
-        }
+    /// Rows [y0, y1) and columns [x0, x1).
+    fn from_spans((y0, y1): (i64, i64), (x0, x1): (i64, i64)) -> Region {
+        Region { y0, y1, x0, x1 }
     }
 
     fn intersect(self, o: Region) -> Region {
@@ -765,5 +836,23 @@ mod tests {
         assert_same(&pooled, &x, &[2, 1], "patch pooled away");
         let x = patched(4, 31, (3, 9), (10, 30));
         assert_same(&pooled, &x, &[2], "pool first");
+    }
+
+    #[test]
+    fn reach_runs_aligned_crops_padded_as_the_map() {
+        // SAME, kernel 3, stride 2 on 8 rows (padding (0, 1)): row 3 feeds output 1 alone,
+        // which reads rows 2..5; the crop 2..6 starts at a multiple of 2 and is even, as 8
+        let l = Locality::strided(3, 2, (0, 1), 8).unwrap();
+        assert_eq!(reach(l, 8, (3, 4)), Some([(2, 6), (1, 2), (0, 1)]));
+        // the last row feeds the last output, which reads the padding beyond the edge
+        assert_eq!(reach(l, 8, (7, 8)), Some([(6, 8), (3, 4), (0, 1)]));
+        // 7 rows: padding (1, 1); row 1 feeds outputs 0 and 1 (rows -1..2 and 1..4); the crop
+        // 0..5 is odd, as 7
+        let l = Locality::strided(3, 2, (1, 1), 7).unwrap();
+        assert_eq!(reach(l, 7, (1, 2)), Some([(0, 5), (0, 2), (0, 2)]));
+        // pooling 2 x 2 drops the last of 7 rows
+        let l = Locality::strided(2, 2, (0, 0), 7).unwrap();
+        assert_eq!(reach(l, 7, (6, 7)), None);
+        assert_eq!(reach(l, 7, (5, 7)), Some([(4, 7), (2, 3), (0, 1)]));
     }
 }
