@@ -692,7 +692,8 @@ fn as_map(h: Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ops::{Activation, Conv2d, ConvConfig, MaxPool, Padding};
+    use efficientnet_lite::{conv_bn, MbConv};
+    use ops::{Activation, Chain, Conv2d, ConvConfig, MaxPool, Padding};
 
     const VGG_NORM: InputNorm = InputNorm::MeanStd {
         mean: [0.485, 0.456, 0.406],
@@ -701,15 +702,28 @@ mod tests {
 
     /// A network of the kinds of stages framing handles, with random weights and biases.
     fn net(stages: fn(&nn::Path) -> Vec<Stage>) -> Network {
-        tch::manual_seed(7);
         let net = Network::custom("framed", VGG_NORM, Device::Cpu, stages);
+        randomise(&net);
+        net
+    }
+
+    /// Random parameters that keep activations finite and of order one through many layers:
+    /// weights scaled by their fan-in, positive running variances (batch norms divide by their
+    /// root).
+    fn randomise(net: &Network) {
+        tch::manual_seed(7);
         tch::no_grad(|| {
-            for (_, mut t) in net.parameters() {
-                let r = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.3;
+            for (name, mut t) in net.parameters() {
+                let size = t.size();
+                let r = Tensor::randn(&size, (Kind::Float, Device::Cpu));
+                let r = match size.len() {
+                    1 if name.ends_with("running_var") => r.abs() * 0.5 + 0.5,
+                    1 => r * 0.3,
+                    _ => r * (2.0 / size[1..].iter().product::<i64>() as f64).sqrt(),
+                };
                 t.copy_(&r);
             }
         });
-        net
     }
 
     fn conv(p: &nn::Path, name: &str, cin: i64, cout: i64, k: i64) -> Stage {
@@ -766,6 +780,18 @@ mod tests {
             .narrow(3, cols.0, cols.1 - cols.0)
             .copy_(&patch);
         x
+    }
+
+    /// `assert_same`, having checked that `forward_to_channels` frames `x` (runs only where the
+    /// images differ from their background) at every layer up to `last`: equal results from a
+    /// silent fallback to whole maps would prove nothing.
+    fn assert_framed(net: &Network, x: &Tensor, last: usize, filters: &[i64], what: &str) {
+        let h = net.normalize(x).unwrap();
+        for layer in 0..=last {
+            let framed = framing(&net.stages[..=layer], &h).unwrap();
+            assert!(framed.is_some(), "{what}: layer {layer} is not framed");
+        }
+        assert_same(net, x, filters, what);
     }
 
     fn assert_same(net: &Network, x: &Tensor, filters: &[i64], what: &str) {
@@ -838,6 +864,75 @@ mod tests {
         assert_same(&pooled, &x, &[2], "pool first");
     }
 
+    fn relu6() -> Box<dyn Op> {
+        Box::new(Activation::Relu6)
+    }
+
+    /// EfficientNet's kinds of stages, small: stride-2 SAME convolutions of kernel 3 and 5,
+    /// depthwise ones, inverted residual blocks with and without the skip, and a stage of two
+    /// strided convolutions (their localities compose), then global pooling.
+    fn efficientnet_like(p: &nn::Path) -> Vec<Stage> {
+        let block = |name: &str, k, stride, expand, cin, cout| {
+            let op = MbConv::new(&(p / name), k, stride, expand, cin, cout);
+            Stage::new(name, &[], op)
+        };
+        let conv = |name: &str, cin, cout, k, stride, groups| {
+            conv_bn(p / name, p / name / "bn", cin, cout, k, stride, groups)
+        };
+        vec![
+            Stage::new(
+                "stem",
+                &[],
+                Chain(vec![conv("stem", 3, 8, 3, 2, 1), relu6()]),
+            ),
+            block("b0", 3, 1, 1, 8, 8),
+            Stage::new(
+                "pair",
+                &[],
+                Chain(vec![
+                    conv("pair0", 8, 8, 3, 2, 8),
+                    relu6(),
+                    conv("pair1", 8, 12, 5, 2, 1),
+                ]),
+            ),
+            block("b1", 5, 2, 4, 12, 16),
+            block("b2", 5, 1, 2, 16, 16),
+            block("b3", 3, 1, 3, 16, 16),
+            Stage::new(
+                "head",
+                &[],
+                Chain(vec![conv("head", 16, 24, 1, 1, 1), relu6()]),
+            ),
+            Stage::new(
+                "logits",
+                &[],
+                ops::PoolLinear(ops::Linear::new(&(p / "fc"), 24, 10)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn strided_localities_compose() {
+        let net = net(efficientnet_like);
+        let stage = |name: &str| &net.stages[net.layer_index(name).unwrap()].op;
+        // SAME, kernel 3, stride 2: padding (0, 1) on an even size, (1, 1) on an odd one
+        let stem = |size| stage("stem").locality(size).unwrap();
+        assert_eq!((stem(64).kernel, stem(64).stride), (3, 2));
+        assert_eq!((stem(64).before, stem(64).outputs), (0, 32));
+        assert_eq!((stem(61).before, stem(61).outputs), (1, 31));
+        // kernel 3 stride 2, then kernel 5 stride 2 (padding (1, 2) on 16 rows, (2, 2) on 15):
+        // kernel 4 * 2 + 3, stride 4, padding 2 * padding2 + padding1
+        let pair = |size| stage("pair").locality(size).unwrap();
+        assert_eq!((pair(32).kernel, pair(32).stride), (11, 4));
+        assert_eq!((pair(32).before, pair(32).outputs), (2, 8));
+        assert_eq!((pair(30).before, pair(30).outputs), (4, 8));
+        assert_eq!((pair(29).before, pair(29).outputs), (5, 8));
+        // the skip of a block adds nothing to its window
+        let b2 = stage("b2").locality(16).unwrap();
+        assert_eq!((b2.kernel, b2.stride, b2.before, b2.outputs), (5, 1, 2, 16));
+        assert!(stage("logits").locality(4).is_none());
+    }
+
     #[test]
     fn reach_runs_aligned_crops_padded_as_the_map() {
         // SAME, kernel 3, stride 2 on 8 rows (padding (0, 1)): row 3 feeds output 1 alone,
@@ -854,5 +949,59 @@ mod tests {
         let l = Locality::strided(2, 2, (0, 0), 7).unwrap();
         assert_eq!(reach(l, 7, (6, 7)), None);
         assert_eq!(reach(l, 7, (5, 7)), Some([(4, 7), (2, 3), (0, 1)]));
+    }
+
+    #[test]
+    fn framed_strided_forward_equals_the_whole_forward() {
+        let net = net(efficientnet_like);
+        let head = net.layer_index("head").unwrap();
+        for size in [96, 61, 31] {
+            let s = size;
+            // inside, at each edge and corner (but the top-left pixel, which gives the
+            // background), single pixels at odd and even places, a column at the right edge,
+            // rows at the bottom
+            for (rows, cols) in [
+                ((20, 29), (23, 30)),
+                ((0, 5), (1, 7)),
+                ((1, 6), (0, 4)),
+                ((s - 6, s), (s - 3, s)),
+                ((0, 3), (s - 9, s)),
+                ((s - 1, s), (0, 4)),
+                ((13, 14), (17, 18)),
+                ((12, 13), (s - 1, s)),
+                ((0, s), (s - 1, s)),
+                ((s - 2, s), (0, s)),
+            ] {
+                let x = patched(5, size, rows, cols);
+                let what = format!("{size} px, patch {rows:?} x {cols:?}");
+                assert_framed(&net, &x, head, &[3, 0, 7], &what);
+            }
+        }
+    }
+
+    #[test]
+    fn framed_efficientnet_lite0_equals_the_whole_forward() {
+        let net = Network::build("efficientnet_lite0", Device::Cpu).unwrap();
+        randomise(&net);
+        let head = net.layer_index("head").unwrap();
+        let reads = localities(&net.stages[..=head], 224, 224).unwrap();
+        assert_eq!(reads[head][0].outputs, 7);
+        assert!(localities(&net.stages, 224, 224).is_none(), "logits pool");
+        // the probes' aperture (radius 0.7 * 112), a corner, a small patch at odd places
+        for (rows, cols) in [
+            ((34, 191), (34, 191)),
+            ((0, 61), (150, 224)),
+            ((101, 104), (7, 8)),
+        ] {
+            let x = patched(4, 224, rows, cols);
+            let h = tch::no_grad(|| net.forward_to(&x, head).unwrap());
+            let scale = h.abs().max().double_value(&[]);
+            assert!(
+                scale.is_finite() && scale > 1e-3,
+                "head's activations: {scale}"
+            );
+            let what = format!("patch {rows:?} x {cols:?}");
+            assert_framed(&net, &x, head, &[5, 15, 1], &what);
+        }
     }
 }
