@@ -200,17 +200,19 @@ impl Network {
         let _no_grad = tch::no_grad_guard();
         let channels = Tensor::from_slice(filters).to_device(x.device());
         let mut h = self.normalize(x)?;
+        let stages = &self.stages[..=index];
+        // before the change of layout: comparing channels-first maps with their background is
+        // faster (6 ms against 15 for 24 images of 224 px)
+        let framing = framing(stages, &h)?;
         if h.device() == Device::Cpu && h.dim() == 4 {
             h = channels_last(&h)?;
         }
-        let stages = &self.stages[..=index];
         let run = Narrowed {
             stages,
             // None: every stage acts on each channel alone; select at the end
             narrow: stages.iter().rposition(|s| !s.op.channelwise()),
             channels: &channels,
         };
-        let framing = framing(stages, &h)?;
         let background = match &framing {
             Some(f) => Some(run.background(&f.colour, &h)?),
             None => None,
@@ -407,13 +409,13 @@ impl Narrowed<'_> {
         // rows and columns of the region that no output reads (left over by pooling) go
         let kept = region.intersect(step.run);
         let x = crop(&x, kept.within(region))?;
-        // a frame only where the stage reads beyond the region
-        let y = if kept == step.run {
-            self.stage_owned(i, x)?
-        } else {
-            self.stage(i, &frame(u, step.run, &x, kept)?)?
+        // a frame only where the stage reads beyond the region; either way the input is the
+        // stage's own to overwrite (activations in place save allocating their outputs)
+        let input = match kept == step.run {
+            true => x,
+            false => frame(u, step.run, &x, kept)?,
         };
-        crop(&y, step.keep)
+        crop(&self.stage_owned(i, input)?, step.keep)
     }
 }
 
