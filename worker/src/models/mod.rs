@@ -214,7 +214,7 @@ impl Network {
             channels: &channels,
         };
         let background = match &framing {
-            Some(f) => Some(run.background(&f.colour, &h)?),
+            Some(f) => Some(run.background(&f.colour, &h, f.background_stages(stages.len()))?),
             None => None,
         };
         // on the CPU in small sub-batches: their maps stay in cache and skip the page faults
@@ -350,13 +350,13 @@ impl Narrowed<'_> {
         Ok(h)
     }
 
-    /// The maps of a uniform image of `colour` ([1, C, 1, 1]) the size of the images `like`:
-    /// the input of every stage, then the last stage's output.
-    fn background(&self, colour: &Tensor, like: &Tensor) -> Result<Vec<Tensor>> {
+    /// The maps of a uniform image of `colour` ([1, C, 1, 1]) the size of the images `like`
+    /// through the first `stages` stages: the input of each, then the last one's output.
+    fn background(&self, colour: &Tensor, like: &Tensor, stages: usize) -> Result<Vec<Tensor>> {
         let s = like.size();
         let mut u = layout_like(like, &colour.f_expand([1, s[1], s[2], s[3]], false)?)?;
-        let mut maps = Vec::with_capacity(self.stages.len() + 1);
-        for i in 0..self.stages.len() {
+        let mut maps = Vec::with_capacity(stages + 1);
+        for i in 0..stages {
             let next = self.stage(i, &u)?;
             maps.push(std::mem::replace(&mut u, next));
         }
@@ -367,33 +367,27 @@ impl Narrowed<'_> {
     /// Images `h` that equal a uniform background outside `framing.region`, whose maps are
     /// `background` (see `background`). Outside the outputs that read the region (`reach`),
     /// every map of every image equals the background's map (same values, same zero padding at
-    /// the edges), so each stage runs only on the input those outputs read, framed by the
-    /// background's values, and keeps those outputs: the region of its output. At the end the
-    /// region is pasted into the background's output.
+    /// the edges), so each stage of `framing.steps` runs only on the input those outputs read,
+    /// framed by the background's values, and keeps those outputs: the region of its output.
+    /// Then (`End`) the region is pasted into the background's map, and whole maps run from
+    /// there on where the next stage would read all of its input anyway.
     fn framed(&self, h: Tensor, background: &[Tensor], framing: &Framing) -> Result<Tensor> {
-        let u = &background[self.stages.len()];
-        let out = layout_like(u, &u.f_expand([h.size()[0], -1, -1, -1], false)?)?;
         let mut region = framing.region;
         let mut x = crop(&h, region)?;
-        for (i, u) in background[..self.stages.len()].iter().enumerate() {
-            let (height, width) = (u.size()[2], u.size()[3]);
-            let Some(step) = Step::new(region, framing.reads[i], height, width) else {
-                // no output reads the region: the images equal the background from here on
-                return Ok(out);
-            };
-            debug_assert_eq!(
-                self.stages[i]
-                    .op
-                    .locality(step.run.height())
-                    .map(|l| l.before),
-                Some(framing.reads[i][0].before),
-                "the stage pads the crop as the whole map"
-            );
-            x = self.framed_stage(i, u, x, region, &step)?;
+        for (i, step) in framing.steps.iter().enumerate() {
+            x = self.framed_stage(i, &background[i], x, region, step)?;
             region = step.out;
         }
-        crop(&out, region)?.f_copy_(&x)?;
-        Ok(out)
+        let u = background.last().expect("the background's last map");
+        let all = Region::all(u.size()[2], u.size()[3]);
+        Ok(match framing.end {
+            End::Background => layout_like(u, &u.f_expand([h.size()[0], -1, -1, -1], false)?)?,
+            End::Paste => frame(u, all, &x, region)?,
+            End::Whole => (framing.steps.len()..self.stages.len())
+                .try_fold(frame(u, all, &x, region)?, |map, i| {
+                    self.stage_owned(i, map)
+                })?,
+        })
     }
 
     /// Stage `i` of `step` on images `x`, their values on `region` of its input, whose
@@ -426,8 +420,34 @@ struct Framing {
     colour: Tensor,
     /// Where the images differ from it.
     region: Region,
-    /// How each stage reads its input: rows, columns.
-    reads: Vec<[Locality; 2]>,
+    /// The first stages, each run on part of its input.
+    steps: Vec<Step>,
+    /// What follows them.
+    end: End,
+}
+
+/// What follows the framed stages (`Framing::steps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The images equal the background from the next stage on: the output is the background's.
+    Background,
+    /// The last stage's region is pasted into the background's output.
+    Paste,
+    /// The next stage reads all of its input map, so framing saves nothing from there on: the
+    /// region is pasted into the background's map there, and whole maps run on. The background
+    /// is needed only that far, which saves most of it for late layers.
+    Whole,
+}
+
+impl Framing {
+    /// How many stages the background's maps run through (`Narrowed::background`): their
+    /// last map is the one `framed` pastes into.
+    fn background_stages(&self, stages: usize) -> usize {
+        match self.end {
+            End::Whole => self.steps.len(),
+            End::Background | End::Paste => stages,
+        }
+    }
 }
 
 /// The framing of normalised images `h` through `stages`, when every stage says how it reads
@@ -441,11 +461,45 @@ fn framing(stages: &[Stage], h: &Tensor) -> Result<Option<Framing>> {
     let Some(reads) = reads else {
         return Ok(None);
     };
-    Ok(surround(h)?.map(|(colour, region)| Framing {
+    let Some((colour, region)) = surround(h)? else {
+        return Ok(None);
+    };
+    let (steps, end) = plan(stages, &reads, region, s[2], s[3]);
+    Ok(Some(Framing {
         colour,
         region,
-        reads,
+        steps,
+        end,
     }))
+}
+
+/// The steps of the stages that read part of their input map, from images `height` x `width`
+/// that differ from their background on `region`, and what follows them.
+fn plan(
+    stages: &[Stage],
+    reads: &[[Locality; 2]],
+    mut region: Region,
+    mut height: i64,
+    mut width: i64,
+) -> (Vec<Step>, End) {
+    let mut steps = Vec::new();
+    for (stage, &[rows, cols]) in stages.iter().zip(reads) {
+        let Some(step) = Step::new(region, [rows, cols], height, width) else {
+            // no output reads the region
+            return (steps, End::Background);
+        };
+        if step.run == Region::all(height, width) {
+            return (steps, End::Whole);
+        }
+        debug_assert_eq!(
+            [step.run.height(), step.run.width()].map(|n| stage.op.locality(n).map(|l| l.before)),
+            [Some(rows.before), Some(cols.before)],
+            "the stage pads the crop as the whole map"
+        );
+        (region, height, width) = (step.out, rows.outputs, cols.outputs);
+        steps.push(step);
+    }
+    (steps, End::Paste)
 }
 
 /// How each stage reads its input, rows and columns, for `height` x `width` input; None when
@@ -557,6 +611,16 @@ impl Region {
 
     fn is_empty(self) -> bool {
         self.height() <= 0 || self.width() <= 0
+    }
+
+    /// The whole of a `height` x `width` map.
+    fn all(height: i64, width: i64) -> Region {
+        Region {
+            y0: 0,
+            y1: height,
+            x0: 0,
+            x1: width,
+        }
     }
 
     /// Rows [y0, y1) and columns [x0, x1).
@@ -791,9 +855,18 @@ mod tests {
         let h = net.normalize(x).unwrap();
         for layer in 0..=last {
             let framed = framing(&net.stages[..=layer], &h).unwrap();
-            assert!(framed.is_some(), "{what}: layer {layer} is not framed");
+            let steps = framed.map_or(0, |f| f.steps.len());
+            assert!(steps > 0, "{what}: layer {layer} is not framed");
         }
         assert_same(net, x, filters, what);
+    }
+
+    /// How many stages `forward_to_channels` frames on images `x` through layer `last` of
+    /// `net`, and what follows them.
+    fn plan_of(net: &Network, x: &Tensor, last: usize) -> (usize, End) {
+        let h = net.normalize(x).unwrap();
+        let f = framing(&net.stages[..=last], &h).unwrap().expect("framed");
+        (f.steps.len(), f.end)
     }
 
     fn assert_same(net: &Network, x: &Tensor, filters: &[i64], what: &str) {
@@ -850,19 +923,24 @@ mod tests {
         let vgg = net(vgg_like);
         // odd size: the second pooling drops a row and a column
         // more images than a CPU sub-batch in the first case
-        for (n, rows, cols) in [
-            (CPU_SUB_BATCH + 3, (9, 20), (12, 17)),
-            (5, (0, 6), (20, 30)),
-            (5, (25, 30), (0, 30)),
+        // framed throughout and pasted into the background's output, or until a stage reads
+        // its whole input
+        for (n, rows, cols, plan) in [
+            (CPU_SUB_BATCH + 3, (9, 20), (12, 17), (6, End::Whole)),
+            (5, (0, 6), (20, 30), (8, End::Paste)),
+            (5, (25, 30), (0, 30), (8, End::Paste)),
         ] {
             let x = patched(n, 30, rows, cols);
+            assert_eq!(plan_of(&vgg, &x, 7), plan, "{rows:?} x {cols:?}");
             assert_same(&vgg, &x, &[4, 0, 5], &format!("patch {rows:?} x {cols:?}"));
         }
         // a patch that only the rows and columns pooling drops: gone after the first stage
         let pooled = net(pool_first);
         let x = patched(4, 31, (30, 31), (30, 31));
+        assert_eq!(plan_of(&pooled, &x, 2), (0, End::Background));
         assert_same(&pooled, &x, &[2, 1], "patch pooled away");
         let x = patched(4, 31, (3, 9), (10, 30));
+        assert_eq!(plan_of(&pooled, &x, 2), (3, End::Paste));
         assert_same(&pooled, &x, &[2], "pool first");
     }
 
@@ -957,7 +1035,9 @@ mod tests {
     fn framed_strided_forward_equals_the_whole_forward() {
         let net = net(efficientnet_like);
         let head = net.layer_index("head").unwrap();
-        for size in [96, 61, 31] {
+        // at 160 px every stage up to head is framed and pasted into the background's output;
+        // on the smaller maps a late stage reads all of its input and whole maps run on
+        for (size, end) in [(160, End::Paste), (61, End::Whole), (31, End::Whole)] {
             let s = size;
             // inside, at each edge and corner (but the top-left pixel, which gives the
             // background), single pixels at odd and even places, a column at the right edge,
@@ -976,6 +1056,7 @@ mod tests {
             ] {
                 let x = patched(5, size, rows, cols);
                 let what = format!("{size} px, patch {rows:?} x {cols:?}");
+                assert_eq!(plan_of(&net, &x, head).1, end, "{what}");
                 assert_framed(&net, &x, head, &[3, 0, 7], &what);
             }
         }
@@ -989,6 +1070,10 @@ mod tests {
         let reads = localities(&net.stages[..=head], 224, 224).unwrap();
         assert_eq!(reads[head][0].outputs, 7);
         assert!(localities(&net.stages, 224, 224).is_none(), "logits pool");
+        // the probes' aperture: stem ... blocks.3 framed; blocks.4 reads all of its input, so
+        // the background's maps are needed only that far
+        let aperture = patched(4, 224, (34, 191), (34, 191));
+        assert_eq!(plan_of(&net, &aperture, head), (5, End::Whole));
         // the probes' aperture (radius 0.7 * 112), a corner, a small patch at odd places
         for (rows, cols) in [
             ((34, 191), (34, 191)),
