@@ -803,14 +803,11 @@ mod tests {
     }
 
     fn pool(name: &str) -> Stage {
-        Stage::new(
-            name,
-            &[],
-            MaxPool {
-                kernel: 2,
-                stride: 2,
-            },
-        )
+        pool_by(name, 2, 2)
+    }
+
+    fn pool_by(name: &str, kernel: i64, stride: i64) -> Stage {
+        Stage::new(name, &[], MaxPool { kernel, stride })
     }
 
     fn vgg_like(p: &nn::Path) -> Vec<Stage> {
@@ -830,6 +827,16 @@ mod tests {
         vec![
             pool("p0"),
             conv(p, "c1", 3, 5, 3),
+            Stage::new("r1", &[], Activation::Relu),
+        ]
+    }
+
+    /// Pooling windows that overlap (kernel 3, stride 2), no padding.
+    fn overlapping_pools(p: &nn::Path) -> Vec<Stage> {
+        vec![
+            pool_by("p0", 3, 2),
+            conv(p, "c1", 3, 5, 3),
+            pool_by("p1", 3, 2),
             Stage::new("r1", &[], Activation::Relu),
         ]
     }
@@ -942,6 +949,17 @@ mod tests {
         let x = patched(4, 31, (3, 9), (10, 30));
         assert_eq!(plan_of(&pooled, &x, 2), (3, End::Paste));
         assert_same(&pooled, &x, &[2], "pool first");
+        // pooling windows that overlap, at odd and even sizes, patches at the edges
+        let overlapping = net(overlapping_pools);
+        for (size, rows, cols) in [
+            (31, (3, 9), (10, 30)),
+            (32, (30, 32), (1, 2)),
+            (33, (20, 21), (0, 33)),
+        ] {
+            let x = patched(4, size, rows, cols);
+            let what = format!("{size} px, patch {rows:?} x {cols:?}");
+            assert_framed(&overlapping, &x, 3, &[2, 1], &what);
+        }
     }
 
     fn relu6() -> Box<dyn Op> {
