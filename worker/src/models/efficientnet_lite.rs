@@ -8,8 +8,8 @@
 use tch::{nn, Tensor};
 
 use super::ops::{
-    Activation, BatchNorm, Chain, Conv2d, ConvBn, ConvConfig, Linear, Op, OpResult, Padding,
-    PoolLinear,
+    Activation, BatchNorm, Chain, Conv2d, ConvBn, ConvConfig, Linear, Locality, Op, OpResult,
+    Padding, PoolLinear,
 };
 use super::{InputNorm, Stage};
 
@@ -32,7 +32,7 @@ pub const INPUT: InputNorm = InputNorm::Affine {
 };
 
 /// A SAME-padded, bias-free convolution and its batch norm, run as one folded convolution.
-fn conv_bn(
+pub(super) fn conv_bn(
     conv: nn::Path,
     bn: nn::Path,
     cin: i64,
@@ -55,13 +55,20 @@ fn conv_bn(
 
 /// Inverted residual block: 1x1 expand, kxk depthwise, 1x1 project, identity skip when shapes
 /// allow (stride 1, in = out).
-struct MbConv {
+pub(super) struct MbConv {
     body: Chain,
     skip: bool,
 }
 
 impl MbConv {
-    fn new(p: &nn::Path, k: i64, stride: i64, expand: i64, cin: i64, cout: i64) -> MbConv {
+    pub(super) fn new(
+        p: &nn::Path,
+        k: i64,
+        stride: i64,
+        expand: i64,
+        cin: i64,
+        cout: i64,
+    ) -> MbConv {
         let mid = cin * expand;
         let mut ops: Vec<Box<dyn Op>> = Vec::new();
         if expand != 1 {
@@ -112,6 +119,12 @@ impl Op for MbConv {
         } else {
             Ok(h)
         }
+    }
+
+    /// The body's: the skip adds input row o to output row o (stride 1), a row the body's
+    /// depthwise window (SAME, odd kernel) reads already.
+    fn locality(&self, size: i64) -> Option<Locality> {
+        self.body.locality(size)
     }
 }
 

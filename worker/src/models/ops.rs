@@ -7,20 +7,64 @@ use tch::{nn, Kind, TchError, Tensor};
 
 pub type OpResult = Result<Tensor, TchError>;
 
-/// How an op's output positions depend on its input positions (`Op::locality`). It lets
-/// `Network::forward_to_channels` run only the part of a map that differs from a uniform
-/// background.
+/// How an op's output rows depend on its input rows, along one axis of a map `size` rows long
+/// (ops treat rows and columns alike; `Op::locality`): output row o reads input rows
+/// [o stride - before, o stride - before + kernel), zeros (the op's padding) where those lie
+/// beyond the map, and there are `outputs` rows. It lets `Network::forward_to_channels` run only
+/// the part of a map that differs from a uniform background.
+///
+/// `before` may depend on the input size (TensorFlow "SAME" padding does), but only through its
+/// remainder modulo `stride`: a crop of the map that starts at a multiple of `stride` and whose
+/// size has the map's remainder is padded before as the map is, so its output row j is the
+/// map's output row start / stride + j wherever the rows it reads hold the map's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Locality {
-    /// Output (y, x) depends on input (y, x) alone (activations).
-    Pointwise,
-    /// Output (y, x) depends on the input within `radius` pixels of (y, x) (in both axes), with
-    /// zeros beyond the map's edge: a stride-1 convolution of kernel 2 radius + 1 padded by
-    /// `radius` on every side, or a chain of such convolutions and pointwise ops.
-    Window { radius: i64 },
-    /// Output (y, x) is a function of the input block [size y, size y + size) x [size x,
-    /// size x + size): pooling with kernel = stride = `size`, no padding.
-    Blocks { size: i64 },
+pub struct Locality {
+    pub kernel: i64,
+    pub stride: i64,
+    pub before: i64,
+    pub outputs: i64,
+}
+
+impl Locality {
+    /// Output row o reads input row o alone (activations).
+    pub fn pointwise(size: i64) -> Locality {
+        Locality {
+            kernel: 1,
+            stride: 1,
+            before: 0,
+            outputs: size,
+        }
+    }
+
+    /// A window of `kernel` rows moved by `stride` over `size` rows with `before` and `after`
+    /// rows of padding, as convolutions and pooling read (None when no window fits).
+    pub fn strided(
+        kernel: i64,
+        stride: i64,
+        (before, after): (i64, i64),
+        size: i64,
+    ) -> Option<Locality> {
+        let outputs = (size + before + after - kernel).div_euclid(stride) + 1;
+        (size > 0 && outputs > 0).then_some(Locality {
+            kernel,
+            stride,
+            before,
+            outputs,
+        })
+    }
+
+    /// `self`, then `next` on its output rows: output o of `next` reads rows
+    /// [o s2 - p2, o s2 - p2 + k2) of the middle, which read input rows from (o s2 - p2) s1 - p1
+    /// to (o s2 - p2 + k2 - 1) s1 - p1 + k1. `before` keeps depending on the size only modulo
+    /// the stride: sizes equal modulo s1 s2 have middles equal modulo s2.
+    pub fn then(self, next: Locality) -> Locality {
+        Locality {
+            kernel: (next.kernel - 1) * self.stride + self.kernel,
+            stride: self.stride * next.stride,
+            before: next.before * self.stride + self.before,
+            outputs: next.outputs,
+        }
+    }
 }
 
 /// One stage of a network: maps the previous stage's output to its own.
@@ -47,9 +91,10 @@ pub trait Op: Send {
         false
     }
 
-    /// How output positions depend on input positions, where the op knows; None for ops that
-    /// mix the whole map or move it by strides (then `forward_to_channels` runs whole maps).
-    fn locality(&self) -> Option<Locality> {
+    /// How output rows depend on input rows along an axis of `size` rows, where the op knows
+    /// (see `Locality`); None for ops that mix the whole map (then `forward_to_channels` runs
+    /// whole maps).
+    fn locality(&self, _size: i64) -> Option<Locality> {
         None
     }
 }
@@ -100,19 +145,18 @@ impl Conv2d {
         }
     }
 
-    /// `Window` when the convolution keeps the map size by symmetric padding: stride 1, odd
-    /// kernel, padding kernel / 2 on every side.
-    fn window(&self) -> Option<Locality> {
-        let radius = self.kernel / 2;
-        let symmetric = match self.padding {
-            Padding::Fixed(p) => p == radius,
-            Padding::Same => true,
+    /// Where the convolution reads along an axis of `size` rows.
+    fn reads(&self, size: i64) -> Option<Locality> {
+        let padding = match self.padding {
+            Padding::Fixed(p) => (p, p),
+            Padding::Same => self.same_pad(size),
         };
-        (self.stride == 1 && self.kernel % 2 == 1 && symmetric)
-            .then_some(Locality::Window { radius })
+        Locality::strided(self.kernel, self.stride, padding, size)
     }
 
-    /// Padding (left, right) for one spatial dimension under TF "SAME".
+    /// Padding (left, right) for one spatial dimension under TF "SAME". The total is
+    /// kernel - stride + (-size mod stride) (at least 0): it depends on the size only modulo the
+    /// stride, as `Locality` requires.
     fn same_pad(&self, size: i64) -> (i64, i64) {
         let out = (size + self.stride - 1) / self.stride;
         let total = ((out - 1) * self.stride + self.kernel - size).max(0);
@@ -171,8 +215,8 @@ impl Op for Conv2d {
         self.convolve_channels(x, &self.weight, self.bias.as_ref(), channels)
     }
 
-    fn locality(&self) -> Option<Locality> {
-        self.window()
+    fn locality(&self, size: i64) -> Option<Locality> {
+        self.reads(size)
     }
 }
 
@@ -254,8 +298,8 @@ impl Op for ConvBn {
             .convolve_channels(x, &weight, Some(&bias), channels)
     }
 
-    fn locality(&self) -> Option<Locality> {
-        self.conv.window()
+    fn locality(&self, size: i64) -> Option<Locality> {
+        self.conv.reads(size)
     }
 }
 
@@ -288,8 +332,8 @@ impl Op for Activation {
         true
     }
 
-    fn locality(&self) -> Option<Locality> {
-        Some(Locality::Pointwise)
+    fn locality(&self, size: i64) -> Option<Locality> {
+        Some(Locality::pointwise(size))
     }
 }
 
@@ -308,8 +352,8 @@ impl Op for MaxPool {
         true
     }
 
-    fn locality(&self) -> Option<Locality> {
-        (self.kernel == self.stride).then_some(Locality::Blocks { size: self.kernel })
+    fn locality(&self, size: i64) -> Option<Locality> {
+        Locality::strided(self.kernel, self.stride, (0, 0), size)
     }
 }
 
@@ -456,24 +500,10 @@ impl Op for Chain {
         self.0.iter().all(|op| op.channelwise())
     }
 
-    /// Pointwise ops and windows compose into one window (the radii add up); blocks do not.
-    fn locality(&self) -> Option<Locality> {
-        let mut radius = 0;
-        let mut window = false;
-        for op in &self.0 {
-            match op.locality()? {
-                Locality::Pointwise => {}
-                Locality::Window { radius: r } => {
-                    radius += r;
-                    window = true;
-                }
-                Locality::Blocks { .. } => return None,
-            }
-        }
-        Some(if window {
-            Locality::Window { radius }
-        } else {
-            Locality::Pointwise
+    /// The ops' localities composed (`Locality::then`).
+    fn locality(&self, size: i64) -> Option<Locality> {
+        self.0.iter().try_fold(Locality::pointwise(size), |l, op| {
+            Some(l.then(op.locality(l.outputs)?))
         })
     }
 }
