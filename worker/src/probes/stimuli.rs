@@ -103,7 +103,51 @@ fn centred_coordinates(size: i64, device: Device) -> Result<(Tensor, Tensor)> {
 /// The image [3, S, S] rotated by each angle (degrees) about its centre, bicubic, through the
 /// aperture of radius `aperture` S/2: [N, 3, S, S]. Rotation 0 is the apertured image up to
 /// float rounding.
+///
+/// A quarter turn moves pixel centres onto pixel centres (they lie symmetrically about the
+/// image centre) and the aperture is round, so the image rotated by a + 90 k degrees is the one
+/// rotated by a, turned k quarter turns: exactly, not just up to interpolation. Only one angle
+/// of each class modulo 90 degrees is sampled (6 of the default 24); the rest are turned copies.
 pub fn rotations(image: &Tensor, angles: &[f64], aperture_fraction: f64) -> Result<Tensor> {
+    let device = image.device();
+    let size = image.size()[2];
+    let mut sampled: Vec<f64> = Vec::new();
+    // per angle: which sampled angle, and how many quarter turns on top of it
+    let mut turned: Vec<(i64, i64)> = Vec::with_capacity(angles.len());
+    for &a in angles {
+        let base = a.rem_euclid(90.0);
+        let quarter_turns = ((a - base) / 90.0).round() as i64;
+        let i = match sampled.iter().position(|s| *s == base) {
+            Some(i) => i,
+            None => {
+                sampled.push(base);
+                sampled.len() - 1
+            }
+        };
+        turned.push((i as i64, quarter_turns.rem_euclid(4)));
+    }
+    let inside = sampled_rotations(image, &sampled, aperture_fraction)?;
+    let (first, end) = aperture_span(size, aperture_fraction);
+    let out = mean_colour(device)
+        .f_expand([angles.len() as i64, 3, size, size], false)?
+        .contiguous();
+    for (j, (i, k)) in turned.into_iter().enumerate() {
+        let x = inside.f_get(i)?;
+        let x = match k {
+            0 => x,
+            _ => x.f_rot90(k, [1, 2])?,
+        };
+        out.f_get(j as i64)?
+            .f_narrow(1, first, end - first)?
+            .f_narrow(2, first, end - first)?
+            .f_copy_(&x)?;
+    }
+    Ok(out)
+}
+
+/// The square the aperture lets through (see `aperture_span`) of the image rotated by each
+/// angle, bicubic, the aperture applied: [N, 3, L, L].
+fn sampled_rotations(image: &Tensor, angles: &[f64], aperture_fraction: f64) -> Result<Tensor> {
     let device = image.device();
     let size = image.size()[2];
     let n = angles.len() as i64;
@@ -133,11 +177,7 @@ pub fn rotations(image: &Tensor, angles: &[f64], aperture_fraction: f64) -> Resu
     let m = aperture_mask(size, aperture_fraction, device)?
         .f_narrow(2, first, end - first)?
         .f_narrow(3, first, end - first)?;
-    let out = c.f_expand([n, 3, size, size], false)?.contiguous();
-    out.f_narrow(2, first, end - first)?
-        .f_narrow(3, first, end - first)?
-        .f_copy_(&rotated.f_sub(&c)?.f_mul(&m)?.f_add(&c)?)?;
-    Ok(out)
+    Ok(rotated.f_sub(&c)?.f_mul(&m)?.f_add(&c)?)
 }
 
 /// The image [3, S, S] at zoom factor `z` (> 0), same size: [3, S, S].
@@ -298,6 +338,27 @@ mod tests {
             // inside the aperture up to bicubic interpolation error
             let inner = (rotated - expected).narrow(2, 12, 24).narrow(3, 12, 24);
             assert!(max_abs(&inner) < 0.03, "angle {angle}: {}", max_abs(&inner));
+        }
+    }
+
+    #[test]
+    fn quarter_turns_of_sampled_rotations_equal_sampling_every_angle() {
+        // an odd and an even size: pixel centres are symmetric about the centre either way
+        for size in [31, 32] {
+            let img = Tensor::rand([3, size, size], (Kind::Float, Device::Cpu));
+            let angles: Vec<f64> = (0..24).map(|k| 15.0 * k as f64).chain([100.0]).collect();
+            let turned = rotations(&img, &angles, 0.8).unwrap();
+            let (first, end) = aperture_span(size, 0.8);
+            let every = sampled_rotations(&img, &angles, 0.8).unwrap();
+            let inside = turned
+                .narrow(2, first, end - first)
+                .narrow(3, first, end - first);
+            let err = max_abs(&(inside - &every));
+            assert!(err < 1e-5, "{size} px: {err}");
+            // outside the aperture's square: the mean colour
+            let c = mean_colour(Device::Cpu);
+            let outside = turned.narrow(2, 0, first) - c;
+            assert!(max_abs(&outside) < 1e-7);
         }
     }
 
