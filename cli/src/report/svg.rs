@@ -88,6 +88,17 @@ struct Scale {
 }
 
 impl Scale {
+    /// A linear axis mapping [lo, hi] onto pixels [p0, p1].
+    fn linear(lo: f64, hi: f64, p0: f64, p1: f64) -> Scale {
+        Scale {
+            lo,
+            hi,
+            p0,
+            p1,
+            log2: false,
+        }
+    }
+
     fn at(&self, v: f64) -> f64 {
         let t = |v: f64| if self.log2 { v.log2() } else { v };
         let (lo, hi) = (t(self.lo), t(self.hi));
@@ -150,14 +161,7 @@ fn y_scale(values: impl Iterator<Item = f64>, p0: f64, p1: f64) -> (Scale, Vec<f
         hi = hi.max(v);
     }
     let (lo, hi, ticks) = nice_domain(lo, hi, 4.0);
-    let scale = Scale {
-        lo,
-        hi,
-        p0,
-        p1,
-        log2: false,
-    };
-    (scale, ticks)
+    (Scale::linear(lo, hi, p0, p1), ticks)
 }
 
 fn finite(points: &[(f64, f64)]) -> impl Iterator<Item = (f64, f64)> + '_ {
@@ -250,14 +254,7 @@ fn x_scale(axis: &XAxis, xs: &[f64], p0: f64, p1: f64) -> (Scale, Vec<f64>) {
             } else {
                 *hi
             };
-            let scale = Scale {
-                lo,
-                hi,
-                p0,
-                p1,
-                log2: false,
-            };
-            (scale, ticks_every(lo, hi, *step))
+            (Scale::linear(lo, hi, p0, p1), ticks_every(lo, hi, *step))
         }
         XAxis::Linear(None) => {
             let (lo, hi, ticks) = if dmin.is_finite() {
@@ -265,16 +262,7 @@ fn x_scale(axis: &XAxis, xs: &[f64], p0: f64, p1: f64) -> (Scale, Vec<f64>) {
             } else {
                 nice_domain(0.0, 1.0, 5.0)
             };
-            (
-                Scale {
-                    lo,
-                    hi,
-                    p0,
-                    p1,
-                    log2: false,
-                },
-                ticks,
-            )
+            (Scale::linear(lo, hi, p0, p1), ticks)
         }
     }
 }
