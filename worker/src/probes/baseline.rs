@@ -54,9 +54,10 @@ pub fn run(
     let shared = measure(net, layer, &shared, filters, params.batch)?;
     let mut out = Vec::with_capacity(filters.len());
     for ((&filter, max_image), shared) in filters.iter().zip(images).zip(shared) {
-        let x = max_image.image.to_device(device).f_unsqueeze(0)?;
+        let image = max_image.image.to_device(device);
+        let x = image.f_unsqueeze(0)?;
         let own = vec![
-            max_image.as_stimulus(device),
+            max_image.as_stimulus(&image),
             Stimulus::Image(aperture(&x, params.aperture)?.f_squeeze_dim(0)?),
             Stimulus::Image(grayscale(&x)?.f_squeeze_dim(0)?),
         ];

@@ -72,7 +72,7 @@ pub fn run(
         let mut stimuli = Vec::with_capacity(12);
         for (c, max_image) in single.iter().enumerate() {
             let image = max_image.image.to_device(device);
-            stimuli.push(max_image.as_stimulus(device));
+            stimuli.push(max_image.as_stimulus(&image));
             for d in (0..3).filter(|d| *d != c) {
                 stimuli.push(Stimulus::Image(move_channel(&image, c as i64, d as i64)?));
             }

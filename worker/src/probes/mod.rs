@@ -144,11 +144,12 @@ impl MaxImage {
         }
     }
 
-    /// The image as a stimulus: its known response, or the image (moved to `device`) to run.
-    fn as_stimulus(&self, device: tch::Device) -> Stimulus {
+    /// The image as a stimulus: its known response, or `on_device` (the image, already on the
+    /// network's device) to run.
+    fn as_stimulus(&self, on_device: &Tensor) -> Stimulus {
         match self.response {
             Some(r) => Stimulus::Known(r),
-            None => Stimulus::Image(self.image.to_device(device)),
+            None => Stimulus::Image(on_device.shallow_clone()),
         }
     }
 }

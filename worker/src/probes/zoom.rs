@@ -33,7 +33,7 @@ pub fn run(
             .zoom_factors
             .iter()
             .map(|&z| match z == 1.0 {
-                true => Ok(max_image.as_stimulus(net.device())),
+                true => Ok(max_image.as_stimulus(&image)),
                 false => Ok(Stimulus::Image(zoom(&image, z, params.zoom_fill)?)),
             })
             .collect::<Result<Vec<_>>>()?;
