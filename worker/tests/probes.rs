@@ -338,9 +338,12 @@ fn narrowed_forward_equals_the_full_forward_on_vgg19_and_efficientnet() {
                 let full = tch::no_grad(|| net.forward_to(x, l).unwrap().index_select(1, &index));
                 let fast = net.forward_to_channels(x, l, &filters).unwrap();
                 assert_eq!(fast.size(), full.size(), "{model} {layer} {what}");
+                // channels-last and channels-first convolutions round differently; over the 17
+                // stages up to EfficientNet's `head` the two differ by up to 1.1e-5 on random
+                // images (a wrong channel or frame is off by far more)
                 let err = common::rel_err(&fast, &full);
                 assert!(
-                    err <= 1e-5,
+                    err <= 2e-5,
                     "{model} {layer} {what}: relative error {err:e}"
                 );
             }
