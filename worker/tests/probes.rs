@@ -198,11 +198,16 @@ fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
         )
         .unwrap()
         .remove(0);
-        for (stat, d, a, z, r, b) in [
+        // the baseline runs the filters' own stimuli together: each filter gets its own
+        let gray = measure(&net, layer, &stimuli::grayscale(&x).unwrap(), &[f], 1)
+            .unwrap()
+            .remove(0);
+        for (stat, d, a, g, z, r, b) in [
             (
                 "max",
                 direct.max[0],
                 through_aperture.max[0],
+                gray.max[0],
                 &zooms[i].curve.responses.max,
                 &rots[i].curve.responses.max,
                 &base[i].responses.max,
@@ -211,11 +216,17 @@ fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
                 "mean",
                 direct.mean[0],
                 through_aperture.mean[0],
+                gray.mean[0],
                 &zooms[i].curve.responses.mean,
                 &rots[i].curve.responses.mean,
                 &base[i].responses.mean,
             ),
         ] {
+            assert!(
+                close(b[2], g),
+                "filter {f} {stat}: grayscale {} vs {g}",
+                b[2]
+            );
             assert!(
                 close(z[one], d),
                 "filter {f} {stat}: zoom 1 {} vs {d}",

@@ -60,6 +60,29 @@ pub fn measure_stimuli(
     Ok(out)
 }
 
+/// Each filter's response to its own stimulus: `stimuli[i]` ([F, 3, S, S] on the network's
+/// device) shown to `filters[i]`. They run as one batch, so images that share a uniform
+/// surround are framed together (`Network::forward_to_channels`); the price is that every
+/// image is computed for all of `filters` at the layer's last convolution, so keep them few.
+pub fn measure_own(
+    net: &Network,
+    layer: usize,
+    stimuli: &Tensor,
+    filters: &[i64],
+    batch: usize,
+) -> Result<Vec<Response>> {
+    debug_assert_eq!(stimuli.size()[0], filters.len() as i64);
+    let all = measure(net, layer, stimuli, filters, batch)?;
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| Response {
+            max: r.max[i],
+            mean: r.mean[i],
+        })
+        .collect())
+}
+
 /// Responses of every filter of `filters` to every stimulus of `stimuli` ([N, 3, S, S] on the
 /// network's device): one `Responses` per filter.
 pub fn measure(
