@@ -23,8 +23,9 @@
 //!
 //! The sides are timed alternately, `VEPHYS_BENCH_ROUNDS` times (default 3), so that load from
 //! other processes hits them alike; the best round of each is the result, the worst is printed
-//! beside it, and each round's own ratios (timed back to back) follow. Times are wall clock.
-//! Other processes on the machine distort the ratio; run it on an otherwise idle machine.
+//! beside it, and each round's own ratios (timed back to back) follow with their median. Times
+//! are wall clock. Other processes on the machine distort the ratio; run it on an otherwise
+//! idle machine.
 //!
 //! `VEPHYS_BENCH_MODELS=vgg19` (comma-separated) runs only those models.
 //! `VEPHYS_BENCH_FORWARD=1` also times the two ways of evaluating the rotation probe's 24
@@ -202,10 +203,17 @@ fn forward_seconds(net: &Network, layer: usize) -> (f64, f64, f64) {
     (a, b, err)
 }
 
+/// The rounds' ratios, sorted, then their median: on a machine whose speed drifts the median
+/// of ratios timed back to back is steadier than the ratio of the best times.
 fn percent(values: &mut [f64]) -> String {
     values.sort_by(f64::total_cmp);
     let v: Vec<String> = values.iter().map(|r| format!("{r:.2}%")).collect();
-    v.join(" ")
+    let n = values.len();
+    let median = match n % 2 {
+        1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    };
+    format!("{} (median {median:.2}%)", v.join(" "))
 }
 
 fn main() {
