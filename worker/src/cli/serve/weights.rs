@@ -1,7 +1,8 @@
 //! Which weights file a job computes with. The registry names the weights by sha256 (and
 //! optionally where to fetch them); the worker uses its local `<weights-dir>/<model>.safetensors`
-//! when its sha256 matches, else a copy it fetched earlier into `<cache-dir>/weights/`, else it
-//! fetches `weights_uri` from the store and checks the sha256 before using a single byte.
+//! when its sha256 matches, else a copy it fetched earlier into `<cache-dir>/weights/` (hashed
+//! again once per process: a damaged copy is deleted and fetched again), else it fetches
+//! `weights_uri` from the store and checks the sha256 before using a single byte.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,19 +36,25 @@ impl Weights {
         if !path.is_file() {
             return None;
         }
-        if !self.hashed.contains_key(&path) {
-            match sha256_file(&path) {
+        let sha = self.sha256(&path)?;
+        Some((path, sha))
+    }
+
+    /// The sha256 of the file at `path`, hashed once per process (a VGG-19 file takes about a
+    /// second); None when it cannot be read.
+    fn sha256(&mut self, path: &Path) -> Option<String> {
+        if !self.hashed.contains_key(path) {
+            match sha256_file(path) {
                 Ok(sha) => {
-                    self.hashed.insert(path.clone(), sha);
+                    self.hashed.insert(path.to_path_buf(), sha);
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot hash local weights");
+                    tracing::warn!(path = %path.display(), error = %e, "cannot hash weights");
                     return None;
                 }
             }
         }
-        let sha = self.hashed[&path].clone();
-        Some((path, sha))
+        self.hashed.get(path).cloned()
     }
 
     /// A local file holding exactly the weights with `sha256` (any, when the registry has
@@ -73,7 +80,22 @@ impl Weights {
         }
         let cached = self.cache.join(format!("{sha256_lower}.safetensors"));
         if cached.is_file() {
-            return Ok((cached, sha256_lower));
+            // the name says which weights the file should hold; a file damaged since it was
+            // fetched (a full disk, a stray write) is fetched again rather than used
+            match self.sha256(&cached) {
+                Some(sha) if sha.eq_ignore_ascii_case(sha256) => return Ok((cached, sha256_lower)),
+                found => {
+                    tracing::warn!(path = %cached.display(), expected = sha256, found = ?found,
+                        "cached weights are damaged; fetching them again");
+                    self.hashed.remove(&cached);
+                    std::fs::remove_file(&cached).map_err(|e| {
+                        retryable(format!(
+                            "cannot remove damaged cached weights {}: {e}",
+                            cached.display()
+                        ))
+                    })?;
+                }
+            }
         }
         if uri.is_empty() {
             let why = match local {
@@ -120,6 +142,7 @@ impl Weights {
                 ))
             })?;
         tracing::info!(model, uri, sha256, "weights fetched from the store");
+        self.hashed.insert(cached.clone(), actual.to_lowercase());
         Ok((cached, sha256_lower))
     }
 }
@@ -163,11 +186,30 @@ mod tests {
         let (path, _) = w.resolve("m", &stored.sha256, &stored.uri).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // cached now: found without the store
-        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        let kept = dir.path().join("kept");
+        std::fs::rename(dir.path().join("store"), &kept).unwrap();
         assert_eq!(
             w.resolve("m", &stored.sha256, &stored.uri).await.unwrap().0,
             path
         );
+
+        // a cached file damaged since: fetched again, never used (a new worker, which hashes
+        // the cache afresh)
+        std::fs::write(&path, b"damaged").unwrap();
+        let mut w = Weights::new(&empty, &dir.path().join("cache"), store.clone());
+        let err = w
+            .resolve("m", &stored.sha256, &stored.uri)
+            .await
+            .unwrap_err();
+        assert!(
+            !err.permanent && err.message.contains(&stored.uri),
+            "{}",
+            err.message
+        );
+        assert!(!path.exists(), "the damaged file is gone");
+        std::fs::rename(&kept, dir.path().join("store")).unwrap();
+        let (again, _) = w.resolve("m", &stored.sha256, &stored.uri).await.unwrap();
+        assert_eq!(std::fs::read(&again).unwrap(), bytes);
     }
 
     #[tokio::test]
