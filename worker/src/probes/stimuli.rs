@@ -153,8 +153,8 @@ fn sampled_rotations(image: &Tensor, angles: &[f64], aperture_fraction: f64) -> 
     let size = image.size()[2];
     // Only the square the aperture lets through is sampled; the rest is the mean colour.
     let (first, end) = aperture_span(size, aperture_fraction);
-    let turned: Vec<f64> = angles.iter().copied().filter(|a| *a != 0.0).collect();
-    let sampled = resampled(image, &turned, first, end)?;
+    let nonzero: Vec<f64> = angles.iter().copied().filter(|a| *a != 0.0).collect();
+    let sampled = resampled(image, &nonzero, first, end)?;
     let unturned = image
         .f_unsqueeze(0)?
         .f_narrow(2, first, end - first)?
