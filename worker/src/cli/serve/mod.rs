@@ -85,7 +85,8 @@ pub struct ServeArgs {
     #[arg(long, env = "VEPHYS_WEIGHTS_DIR", default_value_os_t = super::default_weights_dir())]
     weights_dir: PathBuf,
 
-    /// Where weights fetched from the store are kept (by sha256)
+    /// Where weights fetched from the store are kept (by sha256; hashed again once per process
+    /// before use, and fetched again if damaged)
     #[arg(long, env = "VEPHYS_CACHE_DIR", default_value_os_t = default_cache_dir())]
     cache_dir: PathBuf,
 
