@@ -398,6 +398,14 @@ mod tests {
         let apertured = aperture(&img.unsqueeze(0), 0.8).unwrap();
         // exactly: the same image as the baseline's `max_image_aperture`, not resampled
         assert!(out.get(0).equal(&apertured.get(0)));
+        // resampling at the identity is exact in value, but it clamps to [0, 1]: values beyond
+        // show whether angle 0 went through it
+        let bright = &img * 2.0;
+        let unclamped = aperture(&bright.unsqueeze(0), 0.8).unwrap();
+        assert!(rotations(&bright, &[0.0], 0.8)
+            .unwrap()
+            .get(0)
+            .equal(&unclamped.get(0)));
         // counterclockwise as displayed: the top row becomes the left column
         let rot90 = aperture(&img.rot90(1, [1, 2]).unsqueeze(0), 0.8).unwrap();
         assert!(max_abs(&(out.get(1) - rot90.get(0))) < 1e-4);
