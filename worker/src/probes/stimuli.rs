@@ -425,8 +425,11 @@ mod tests {
                 .fill_(0.0);
             assert_eq!(max_abs(&outside), 0.0, "fraction {fraction}");
             assert!(m.narrow(2, first, 1).max().double_value(&[]) > 0.0);
-            // the whole image sampled, then the aperture: the same stimuli
-            let angles = [0.0, 33.0, 90.0, 200.0];
+            // the whole image sampled, then the aperture: the same stimuli (angles of the
+            // class of 0 are not sampled at all, see `rotation_zero_is_the_apertured_image...`:
+            // bicubic sampling at the identity is off by up to 1e-6 at 40 px, this reference's
+            // error, not theirs)
+            let angles = [33.0, 200.0, 290.0];
             let full = {
                 let n = angles.len() as i64;
                 let theta: Vec<f32> = angles
