@@ -63,8 +63,11 @@ COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifica
 COPY --from=build /out/weights/ /opt/vephys/weights/
 COPY --from=build /out/bin/ /usr/local/bin/
 # LD_LIBRARY_PATH as well as the RPATH: tools such as ldd and a relocated binary find libtorch too.
+# NVIDIA_VISIBLE_DEVICES=void: a container sees only the GPUs it was given (the Kubernetes device
+# plugin or `docker run --gpus` set the variable to those); the CUDA base image's `all` would
+# expose every GPU of the node to a container that asked for none.
 ENV LD_LIBRARY_PATH=${SITE}/torch/lib:${LD_LIBRARY_PATH} \
-    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_VISIBLE_DEVICES=void \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     VEPHYS_WEIGHTS_DIR=/opt/vephys/weights \

@@ -8,17 +8,23 @@ cd "$(dirname "$0")/.."
 VEPHYS_SKIP_BUILD=1 scripts/setup.sh
 source scripts/env.sh
 
-# Reference outputs from PyTorch; rebuilt whenever the scripts that make them change.
-fixture_stamp="$(cat scripts/python/make_fixtures.py scripts/python/reference.py | sha256sum | cut -c1-16)"
+# Reference outputs from PyTorch and the vephys-export models; rebuilt whenever the scripts that
+# make them or the exporter change.
+fixture_stamp="$( (cat scripts/python/make_fixtures.py scripts/python/reference.py \
+  scripts/python/make_export_fixtures.py scripts/python/efficientnet_lite0_export.py;
+  find exporter -path exporter/tests -prune -o -type f \( -name '*.py' -o -name '*.toml' \) -print \
+    | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-16)"
 if [ "$(cat "$VEPHYS_FIXTURES/.stamp" 2>/dev/null)" != "$fixture_stamp" ]; then
   echo "test: writing PyTorch reference fixtures to $VEPHYS_FIXTURES" >&2
   rm -rf "$VEPHYS_FIXTURES"
   (cd scripts/python && python make_fixtures.py "$VEPHYS_FIXTURES")
+  python scripts/python/make_export_fixtures.py "$VEPHYS_FIXTURES"
   echo "$fixture_stamp" > "$VEPHYS_FIXTURES/.stamp"
 fi
 
 VEPHYS_TEST_DATABASE_URL="$(scripts/postgres.sh)"
 export VEPHYS_TEST_DATABASE_URL
+eval "$(scripts/postgres.sh tls)"   # TLS-only Postgres + its private CA for coordinator/tests/tls.rs
 
 # S3 for the object-store and distributed tests; stopped however the tests end.
 garage_env="$(scripts/garage.sh start)"   # a failed start stops the script (set -e)
@@ -26,4 +32,8 @@ eval "$garage_env"
 trap 'scripts/garage.sh stop' EXIT
 
 scripts/helm-check.sh
+python -m pytest -q exporter/tests
+# Headless Chromium for the results browser's browser tests (coordinator/tests/browser.rs).
+VEPHYS_CHROMIUM="$(scripts/chromium.sh)"
+export VEPHYS_CHROMIUM
 cargo test --workspace --no-fail-fast "$@"

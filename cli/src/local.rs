@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio_stream::StreamExt;
+use vephys_proto::manifest::Manifest;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe, SynthesisParams};
 use vephys_proto::v1::{
     Campaign, GetCampaignRequest, JobResult, ListModelsRequest, QueryResultsRequest,
@@ -25,17 +26,25 @@ use crate::{fetch_images, report, Client};
 
 #[derive(Debug, Args)]
 pub struct LocalArgs {
-    /// Model (its weights must be in the worker's weights directory; scripts/setup.sh puts
-    /// EfficientNet-Lite0's there)
+    /// Model: a built-in one (its weights must be in the worker's weights directory;
+    /// scripts/setup.sh puts EfficientNet-Lite0's there) or an exported one whose directory is
+    /// <weights directory>/<model>
     #[arg(long, env = "VEPHYS_MODEL", default_value = "efficientnet_lite0")]
     model: String,
 
-    /// Layer name or alias (`vephys-worker layers --model M` lists them)
-    #[arg(long, env = "VEPHYS_LAYER", default_value = "blocks.7")]
-    layer: String,
+    /// An exported model's directory (model.json and its archive, from vephys-export) to
+    /// characterize; wins over --model
+    #[arg(long, env = "VEPHYS_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
 
-    /// Filters: all, or indices and half-open ranges, e.g. 0..16 or 0,5,10..20
-    #[arg(long, env = "VEPHYS_FILTERS", default_value = "0..16")]
+    /// Layer name or alias (`vephys-worker layers --model M` lists them) [default: blocks.7 of
+    /// EfficientNet-Lite0, block3_pool of the VGGs, an exported model's first layer]
+    #[arg(long, env = "VEPHYS_LAYER")]
+    layer: Option<String>,
+
+    /// Filters: all, or indices and ranges, inclusive (0-15) or half-open (0..16), e.g.
+    /// 0-15,40
+    #[arg(long, env = "VEPHYS_FILTERS", default_value = "0-15")]
     filters: String,
 
     /// Probes, comma-separated (synthesis always runs: the others start from its max images)
@@ -75,10 +84,14 @@ pub struct LocalArgs {
     worker_bin: Option<PathBuf>,
 }
 
-pub async fn run(args: LocalArgs) -> Result<()> {
+pub async fn run(mut args: LocalArgs) -> Result<()> {
     let started = Instant::now();
     // Everything that can be checked without a worker is checked before anything is created.
-    let spec = spec(&args)?;
+    let exported = exported_manifest(&args)?;
+    if let Some(manifest) = &exported {
+        args.model = manifest.model.clone();
+    }
+    let spec = spec(&args, exported.as_ref())?;
     let worker_bin = worker_binary(args.worker_bin.as_deref())?;
     let data = DataDir::new(&args.data_dir)?;
 
@@ -86,10 +99,9 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     // SIGINT reaches only this process, which asks the worker to finish its batch first.
     let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let coordinator = Embedded::start(&data, Duration::from_secs(30)).await?;
-    let log_start = std::fs::metadata(data.root.join("worker.log")).map_or(0, |m| m.len());
     let mut worker = spawn_worker(&worker_bin, &coordinator, &data, &args)?;
     let outcome = tokio::select! {
-        r = drive(&args, &spec, &coordinator, &data, &mut worker, log_start, started) => r,
+        r = drive(&args, &spec, &coordinator, &data, &mut worker, started) => r,
         _ = interrupt.recv() => {
             eprintln!(
                 "interrupted: the worker finishes and reports its batch in flight \
@@ -106,17 +118,53 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     outcome
 }
 
-fn spec(args: &LocalArgs) -> Result<CampaignSpec> {
+/// The manifest of the exported model to run: --model-dir's, or that of --model's directory in
+/// the worker's weights directory.
+fn exported_manifest(args: &LocalArgs) -> Result<Option<Manifest>> {
+    let dir = match &args.model_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let weights = std::env::var_os("VEPHYS_WEIGHTS_DIR")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vephys/weights")));
+            match weights.map(|w| w.join(&args.model)) {
+                Some(dir) if dir.join("model.json").is_file() => dir,
+                _ => return Ok(None),
+            }
+        }
+    };
+    let path = dir.join("model.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {}; give the directory vephys-export wrote", path.display())
+    })?;
+    let manifest = Manifest::parse(&text).with_context(|| format!("{}", path.display()))?;
+    Ok(Some(manifest))
+}
+
+/// The layer to characterize when --layer is not given.
+fn default_layer(model: &str, exported: Option<&Manifest>) -> String {
+    match (exported, model) {
+        (Some(m), _) => m.layers[0].name.clone(),
+        (None, "vgg16" | "vgg19") => "block3_pool".to_string(),
+        _ => "blocks.7".to_string(),
+    }
+}
+
+fn spec(args: &LocalArgs, exported: Option<&Manifest>) -> Result<CampaignSpec> {
+    let layer = args
+        .layer
+        .clone()
+        .unwrap_or_else(|| default_layer(&args.model, exported));
     let mut probes = args.probes.clone();
     if !probes.contains(&Probe::Synthesis) {
         probes.insert(0, Probe::Synthesis);
     }
     probes.dedup();
-    let mut spec = CampaignSpec {
-        name: format!("local {} {} {}", args.model, args.layer, args.filters),
+    let spec = CampaignSpec {
+        name: format!("local {} {layer} {}", args.model, args.filters),
         model: args.model.clone(),
-        layers: vec![args.layer.clone()],
-        filters: Filters::parse(&args.filters),
+        layers: vec![layer.clone()],
+        filters: Filters::parse(&args.filters).map_err(|e| anyhow::anyhow!("bad value for --filters: {e}"))?,
         probes,
         seed: args.seed,
         synthesis: SynthesisParams {
@@ -125,13 +173,8 @@ fn spec(args: &LocalArgs) -> Result<CampaignSpec> {
             batch_size: args.max_jobs.max(1),
             ..SynthesisParams::default()
         },
-        ..CampaignSpec::new(&args.model, &args.model, &[&args.layer])
+        ..CampaignSpec::new(&args.model, &args.model, &[&layer])
     };
-    // Small images cannot show the finest default gratings; leave those out rather than fail.
-    if let Some(size) = args.size {
-        let nyquist = f64::from(size) / 2.0;
-        spec.grating.spatial_frequencies.retain(|f| *f < nyquist);
-    }
     spec.check()
         .map_err(|e| anyhow::anyhow!("bad campaign: {e}"))?;
     Ok(spec)
@@ -159,20 +202,34 @@ fn spawn_worker(
     data: &DataDir,
     args: &LocalArgs,
 ) -> Result<Child> {
+    // the worker writes this file once the coordinator has registered it; one left by an
+    // earlier run must not count
+    let ready = ready_file(data);
+    match std::fs::remove_file(&ready) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", ready.display())),
+    }
     let log_path = data.root.join("worker.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    Command::new(bin)
-        .arg("serve")
+    let mut command = Command::new(bin);
+    command.arg("serve");
+    if let Some(dir) = &args.model_dir {
+        command.arg("--model-dir").arg(dir);
+    }
+    command
         .args(["--coordinator", &coordinator.url])
         .args(["--store", &data.objects_url()])
         .args(["--device", &args.device])
         .args(["--max-jobs", &args.max_jobs.to_string()])
         .arg("--spool-dir")
         .arg(data.root.join("spool"))
+        .arg("--ready-file")
+        .arg(&ready)
         .args(["--name", "local"])
         // The token travels in the environment, not on the command line other users can read.
         .env("VEPHYS_WORKER_TOKEN", &coordinator.worker_token)
@@ -192,12 +249,11 @@ async fn drive(
     coordinator: &Embedded,
     data: &DataDir,
     worker: &mut Child,
-    log_start: u64,
     started: Instant,
 ) -> Result<()> {
     let mut client =
         crate::connect_to(&coordinator.url, Some(&coordinator.user_token), None).await?;
-    wait_for_model(&mut client, worker, data, log_start, &args.model).await?;
+    wait_for_model(&mut client, worker, data, &args.model).await?;
     let submitted = client
         .submit_campaign(SubmitCampaignRequest {
             spec_toml: spec.to_toml(),
@@ -215,6 +271,10 @@ async fn drive(
         total(&campaign),
         if resumed { ", resumed" } else { "" },
         data.root.display()
+    );
+    eprintln!(
+        "results browser (live while this runs): {}",
+        coordinator.ui_login_url(&format!("c/{}", campaign.id))
     );
     let finished = tokio::select! {
         c = follow(&mut client, campaign.id) => c?,
@@ -275,6 +335,10 @@ async fn drive(
         args.data_dir.display(),
         finished.id
     );
+    println!(
+        "browse: vephys --data-dir {} ui",
+        args.data_dir.display()
+    );
     if finished.state != "succeeded" {
         bail!(
             "campaign {} ended {}; `vephys --data-dir {} status {}` shows the failed jobs' errors",
@@ -287,22 +351,25 @@ async fn drive(
     Ok(())
 }
 
+/// Where the worker says it is registered (`vephys-worker serve --ready-file`).
+fn ready_file(data: &DataDir) -> PathBuf {
+    data.root.join("worker.ready")
+}
+
 /// Waits until `model` is registered, or this run's worker has registered without it (it
-/// must load its models first). `log_start`: where this run's part of the worker log begins.
+/// must load its models first). The worker's ready file says it has registered.
 async fn wait_for_model(
     client: &mut Client,
     worker: &mut Child,
     data: &DataDir,
-    log_start: u64,
     model: &str,
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let log = data.root.join("worker.log");
+    let ready = ready_file(data);
     loop {
-        // the log first: once it says registered, the list read after it is this worker's
-        let registered = std::fs::read(&log)
-            .map(|b| String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..]).into_owned())
-            .is_ok_and(|this_run| this_run.contains("worker registered"));
+        // the ready file first: once it exists, the list read after it has this worker's models
+        let registered = tokio::fs::try_exists(&ready).await.unwrap_or(false);
         let models = client
             .list_models(ListModelsRequest {})
             .await?

@@ -1,8 +1,11 @@
 //! `vephys`: submit campaigns to a coordinator, follow them, and read their results.
 
 mod embedded;
+mod gc;
 mod local;
+mod paging;
 mod report;
+mod results_table;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -19,6 +22,7 @@ use vephys_proto::endpoint::endpoint;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe};
 use vephys_proto::v1::campaigns_client::CampaignsClient;
 use vephys_proto::v1::*;
+use vephys_results::record::result_json;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,6 +78,9 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+    /// Find (and with --delete remove) the objects of attempts that lost and of failed or
+    /// cancelled jobs: a dry run by default
+    Gc(gc::GcArgs),
     /// Run a campaign on this machine: embedded coordinator (SQLite), one worker, local files;
     /// prints a summary and writes an HTML report. The same command again resumes it.
     #[command(
@@ -85,11 +92,30 @@ and zoom, colour index) and writes DATA_DIR/report/index.html: the grid of max i
 filter's tuning curves. Interrupted runs resume when the same command runs again; Ctrl-C \
 lets the worker finish and report its batch in flight first, a second Ctrl-C gives the batch \
 back at once. \
-Afterwards `vephys --data-dir DIR results ID` (and status, watch, report) read the same data."
+While it runs it prints the address of the results browser (live progress, the grid of max \
+images, every unit's tuning curves). Afterwards `vephys --data-dir DIR results ID` (and status, \
+watch, report) read the same data, and `vephys --data-dir DIR ui` browses it."
     )]
     Local(Box<local::LocalArgs>),
     /// Write a campaign's HTML report: grid of max images and per-filter tuning curves
     Report(ReportArgs),
+    /// Browse a data directory's results in a web browser: serves the results browser of
+    /// --data-dir (default vephys-data) on --http until Ctrl-C and prints its address
+    #[command(long_about = "Browse a data directory's results in a web browser: starts the \
+embedded coordinator on --data-dir (default vephys-data) and serves its results browser on \
+--http until Ctrl-C. Prints the address, with a one-time token that logs the browser in \
+(campaigns with live progress, each layer's grid of max images sortable and filterable by any \
+unit_summary column, one page per unit with every tuning curve, units side by side, CSV, \
+Parquet and JSON downloads). A running coordinator serves the same pages on its own --http \
+address; `vephys local` prints its browser's address while it runs.")]
+    Ui(UiArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UiArgs {
+    /// Address to serve the results browser on (127.0.0.1:0 picks a free port)
+    #[arg(long, env = "VEPHYS_UI_HTTP", default_value = "127.0.0.1:7080")]
+    http: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,8 +145,9 @@ struct SubmitArgs {
     /// Layer names or aliases, comma-separated
     #[arg(long, value_delimiter = ',')]
     layers: Vec<String>,
-    /// Filters: all, or indices and half-open ranges, e.g. 0,5,10..20
-    #[arg(long)]
+    /// Filters: all, or indices and ranges, inclusive (0-15) or half-open (0..16), e.g.
+    /// 0,5,10-19
+    #[arg(long, env = "VEPHYS_FILTERS")]
     filters: Option<String>,
     /// Probes, comma-separated: synthesis, baseline, zoom, rotation, color, grating, hue
     #[arg(long, value_delimiter = ',')]
@@ -153,11 +180,16 @@ struct ResultsArgs {
     /// Only this probe
     #[arg(long)]
     probe: Option<Probe>,
+    /// table (aligned text), csv, json (everything, with provenance and artifacts) or parquet
+    /// (typed columns for pandas, polars, R; needs --out)
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     /// One row per tuning point (stimulus) instead of one per job
     #[arg(long)]
     points: bool,
+    /// Write to this file instead of standard output (replaced atomically)
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -165,12 +197,28 @@ enum Format {
     Table,
     Csv,
     Json,
+    Parquet,
 }
 
 #[derive(Debug, Subcommand)]
 enum ModelsAction {
-    /// Register a model from the JSON `vephys-worker layers --model M --json` prints
-    Add { file: PathBuf },
+    /// Register a model: an exported model's model.json (from vephys-export), as it is, or the
+    /// JSON `vephys-worker layers --model M --json` prints
+    Add(AddModelArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AddModelArgs {
+    file: PathBuf,
+    /// Object store to upload an exported model's archive to (file:///dir or
+    /// s3://bucket/prefix, the workers' --store): workers fetch it from there and check its
+    /// sha256. Without it, workers need the model's directory themselves (--model-dir, or
+    /// their weights directory)
+    #[arg(long, env = "VEPHYS_STORE")]
+    store: Option<String>,
+    /// S3 endpoint for S3-compatible servers (Garage, MinIO, Ceph)
+    #[arg(long, env = "VEPHYS_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
 }
 
 pub(crate) type Client = CampaignsClient<InterceptedService<Channel, BearerToken>>;
@@ -203,6 +251,10 @@ async fn run(cli: Cli) -> Result<()> {
     }
     if let Command::Local(args) = cli.command {
         return local::run(*args).await;
+    }
+    if let Command::Ui(args) = &cli.command {
+        let dir = cli.data_dir.clone().unwrap_or_else(|| PathBuf::from("vephys-data"));
+        return embedded::serve_ui(&dir, args.http).await;
     }
     // With --data-dir the coordinator runs in this process for the length of the command.
     let embedded = match &cli.data_dir {
@@ -249,11 +301,7 @@ async fn command(client: &mut Client, cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { id: None } => {
-            let list = client
-                .list_campaigns(ListCampaignsRequest {})
-                .await?
-                .into_inner();
-            print_campaign_list(&list.campaigns);
+            print_campaign_list(&paging::campaigns(client).await?);
             Ok(())
         }
         Command::Watch { id } => watch(client, *id).await,
@@ -277,12 +325,17 @@ async fn command(client: &mut Client, cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Models {
-            action: Some(ModelsAction::Add { file }),
+            action: Some(ModelsAction::Add(args)),
         } => {
+            let file = &args.file;
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let model = model_from_json(&text)
+            let mut model = model_from_json(&text)
                 .with_context(|| format!("{} is not a model description", file.display()))?;
+            if let Some(store) = &args.store {
+                model.weights_uri = upload_archive(&model, file, store, args.s3_endpoint.clone())
+                    .await?;
+            }
             let stored = client
                 .register_model(RegisterModelRequest { model: Some(model) })
                 .await?
@@ -317,7 +370,8 @@ async fn command(client: &mut Client, cli: &Cli) -> Result<()> {
             println!("report: {}", index.display());
             Ok(())
         }
-        Command::Local(_) => unreachable!("handled before connecting"),
+        Command::Gc(args) => gc::run(client, args, cli.data_dir.as_deref()).await,
+        Command::Local(_) | Command::Ui(_) => unreachable!("handled before connecting"),
     }
 }
 
@@ -419,7 +473,8 @@ fn build_spec(args: &SubmitArgs) -> Result<CampaignSpec> {
         spec.layers = args.layers.clone();
     }
     if let Some(filters) = &args.filters {
-        spec.filters = Filters::parse(filters);
+        spec.filters =
+            Filters::parse(filters).map_err(|e| anyhow::anyhow!("bad value for --filters: {e}"))?;
     }
     if !args.probes.is_empty() {
         spec.probes = args.probes.clone();
@@ -505,6 +560,9 @@ async fn watch(client: &mut Client, id: i64) -> Result<()> {
 }
 
 async fn results(client: &mut Client, args: &ResultsArgs) -> Result<()> {
+    if matches!(args.format, Format::Parquet) && args.out.is_none() {
+        bail!("--format parquet writes a binary file; give it with --out FILE");
+    }
     let request = QueryResultsRequest {
         campaign_id: args.id,
         layer: args.layer.clone().unwrap_or_default(),
@@ -516,11 +574,21 @@ async fn results(client: &mut Client, args: &ResultsArgs) -> Result<()> {
     while let Some(result) = stream.message().await? {
         rows.push(result);
     }
-    match args.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&rows.iter().map(result_json).collect::<Vec<_>>())?
-        ),
+    let bytes = match args.format {
+        Format::Json => {
+            let all: Vec<serde_json::Value> = rows.iter().map(result_json).collect();
+            let mut text = serde_json::to_string_pretty(&all)?;
+            text.push('\n');
+            text.into_bytes()
+        }
+        Format::Parquet => {
+            let table = if args.points {
+                results_table::points(&rows)
+            } else {
+                results_table::jobs(&rows)
+            };
+            table.to_parquet().context("cannot write the parquet file")?
+        }
         Format::Table | Format::Csv => {
             let (header, lines) = if args.points {
                 point_rows(&rows)
@@ -528,13 +596,48 @@ async fn results(client: &mut Client, args: &ResultsArgs) -> Result<()> {
                 job_rows(&rows)
             };
             if matches!(args.format, Format::Csv) {
-                print_csv(&header, &lines);
+                csv_text(&header, &lines)
             } else {
-                print_table(&header, &lines);
+                table_text(&header, &lines)
             }
+            .into_bytes()
+        }
+    };
+    match &args.out {
+        Some(path) => {
+            write_atomically(path, &bytes)?;
+            eprintln!("wrote {} results to {}", rows.len(), path.display());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&bytes)
+                .context("cannot write to standard output")?;
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to a temporary file next to `path` and renames it over `path`, so a reader
+/// never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("--out {} is not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}", path.display())
+    })
 }
 
 fn job_rows(rows: &[JobResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
@@ -582,42 +685,12 @@ fn point_rows(rows: &[JobResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
     (header, lines)
 }
 
-fn result_json(r: &JobResult) -> serde_json::Value {
-    let outcome = r.result.clone().unwrap_or_default();
-    let p = outcome.provenance.clone().unwrap_or_default();
-    let parse = |text: &str| {
-        serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
-    };
-    serde_json::json!({
-        "job_id": r.job_id,
-        "layer": r.layer,
-        "filter": r.filter,
-        "probe": r.probe,
-        "attempt": r.attempt,
-        "max_act": outcome.max_act,
-        "mean_act": outcome.mean_act,
-        "status": outcome.status,
-        "derived": parse(&outcome.derived_json),
-        "provenance": {
-            "weights_sha256": p.weights_sha256,
-            "params": parse(&p.params_json),
-            "params_hash": p.params_hash,
-            "seed": p.seed,
-            "device": p.device,
-            "library_versions": parse(&p.library_versions_json),
-            "worker": p.worker,
-            "duration_ms": p.duration_ms,
-        },
-        "points": r.points.iter().map(|t| serde_json::json!({
-            "probe": t.probe, "x": t.x, "label": t.label, "max_act": t.max_act, "mean_act": t.mean_act,
-        })).collect::<Vec<_>>(),
-        "artifacts": r.artifacts.iter().map(|a| serde_json::json!({
-            "kind": a.kind, "uri": a.uri, "sha256": a.sha256, "bytes": a.bytes,
-        })).collect::<Vec<_>>(),
-    })
+fn print_table(header: &[&str], lines: &[Vec<String>]) {
+    print!("{}", table_text(header, lines));
 }
 
-fn print_table(header: &[&str], lines: &[Vec<String>]) {
+/// Left-aligned columns two spaces apart, one line per row after the header.
+fn table_text(header: &[&str], lines: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for line in lines {
         for (w, cell) in widths.iter_mut().zip(line) {
@@ -630,19 +703,22 @@ fn print_table(header: &[&str], lines: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        padded.join("  ").trim_end().to_string()
+        padded.join("  ").trim_end().to_string() + "\n"
     };
-    println!("{}", render(header.to_vec()));
+    let mut out = render(header.to_vec());
     for line in lines {
-        println!("{}", render(line.iter().map(String::as_str).collect()));
+        out.push_str(&render(line.iter().map(String::as_str).collect()));
     }
+    out
 }
 
-fn print_csv(header: &[&str], lines: &[Vec<String>]) {
-    println!("{}", csv_line(header.iter().copied()));
+fn csv_text(header: &[&str], lines: &[Vec<String>]) -> String {
+    let mut out = csv_line(header.iter().copied()) + "\n";
     for line in lines {
-        println!("{}", csv_line(line.iter().map(String::as_str)));
+        out.push_str(&csv_line(line.iter().map(String::as_str)));
+        out.push('\n');
     }
+    out
 }
 
 /// One CSV record (RFC 4180 quoting: derived JSON cells contain commas and quotes).
@@ -735,8 +811,44 @@ fn print_models(models: &[Model]) {
     print_table(&header, &lines);
 }
 
-/// The JSON `vephys-worker layers --model M --json` prints. Keys this CLI does not know are
-/// ignored, so a newer worker's extra fields do not break registration.
+/// Uploads an exported model's archive (next to its model.json) to the store, under a key named
+/// by its sha256; returns its URI. Refuses an archive that is not the manifest's.
+async fn upload_archive(
+    model: &Model,
+    manifest_path: &Path,
+    store: &str,
+    s3_endpoint: Option<String>,
+) -> Result<String> {
+    let Some(manifest) = vephys_proto::manifest::Manifest::parse(&model.manifest_json).ok() else {
+        bail!(
+            "--store uploads an exported model's archive, and {} is a built-in model's description; leave --store out",
+            model.name
+        );
+    };
+    let dir = manifest_path.parent().unwrap_or(Path::new("."));
+    let archive = dir.join(&manifest.archive);
+    let bytes = std::fs::read(&archive)
+        .with_context(|| format!("cannot read the archive {}", archive.display()))?;
+    if !sha256_hex(&bytes).eq_ignore_ascii_case(&manifest.weights_sha256) {
+        bail!(
+            "{} is not the archive {} describes (its sha256 differs); export the model again",
+            archive.display(),
+            manifest_path.display()
+        );
+    }
+    let objects = Objects::open(store, &S3Options { endpoint: s3_endpoint }).context("bad --store")?;
+    let key = format!("models/{}/{}.pt", model.name, manifest.weights_sha256.to_lowercase());
+    let stored = objects
+        .put(&key, bytes)
+        .await
+        .with_context(|| format!("cannot upload {} to {}", archive.display(), objects.url()))?;
+    eprintln!("uploaded {} ({} bytes) to {}", archive.display(), stored.bytes, stored.uri);
+    Ok(stored.uri)
+}
+
+/// The JSON `vephys-worker layers --model M --json` prints, or an exported model's manifest
+/// (which has these fields and more). Keys this CLI does not know are ignored, so a newer
+/// worker's extra fields do not break registration.
 #[derive(Debug, Deserialize)]
 struct ModelJson {
     model: String,
@@ -759,8 +871,14 @@ struct LayerJson {
 }
 
 fn model_from_json(text: &str) -> Result<Model> {
-    let m: ModelJson = serde_json::from_str(text)?;
+    let value: serde_json::Value = serde_json::from_str(text)?;
+    let manifest_json = match vephys_proto::manifest::is_manifest(&value) {
+        true => vephys_proto::manifest::Manifest::parse(text)?.to_json(),
+        false => String::new(),
+    };
+    let m: ModelJson = serde_json::from_value(value)?;
     Ok(Model {
+        manifest_json,
         name: m.model,
         architecture: m.architecture,
         input_size: m.input_size,

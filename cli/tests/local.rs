@@ -80,6 +80,50 @@ fn local_runs_every_probe_writes_the_report_and_resumes() {
     ] {
         assert!(table.contains(probe), "no {probe} results:\n{table}");
     }
+    // `csi` means one thing everywhere: the daemon's baseline job and `vephys-worker probe`
+    // on the same max image agree
+    let json = vephys(&["--data-dir", data_s, "results", "1", "--format", "json"]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let job = |probe: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["probe"] == probe && r["filter"] == 0)
+            .unwrap()
+            .clone()
+    };
+    let synthesis = job("synthesis");
+    let png = synthesis["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "max_image")
+        .unwrap()["uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("file://")
+        .to_string();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(&png, images.join("filter_0000.png")).unwrap();
+    let probe = std::process::Command::new(&worker)
+        .args(["probe", "--probe", "baseline", "--layer", "blocks.4", "--filters", "0"])
+        .args(["--device", "cpu", "--json", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(dir.path().join("probe-out"))
+        .env("VEPHYS_WEIGHTS_DIR", weights_dir())
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{}", text(&probe.stderr));
+    let cli: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let (daemon, by_cli) = (
+        job("baseline")["derived"]["csi"].as_f64().unwrap(),
+        cli[0]["derived"]["csi"].as_f64().unwrap(),
+    );
+    assert!((daemon - by_cli).abs() < 1e-4, "csi {daemon} (daemon) vs {by_cli} (probe)");
+
     let report2 = dir.path().join("report2");
     let again = vephys(&[
         "--data-dir",
@@ -209,4 +253,50 @@ fn ctrl_c_lets_the_worker_report_its_batch_and_a_rerun_resumes() {
         "{}",
         worker_log()
     );
+}
+
+/// `vephys local --model-dir` characterizes an exported model as it does a built-in one: every
+/// probe, the summary, the report; the worker registers the model from its directory.
+#[test]
+fn local_runs_every_probe_on_an_exported_model() {
+    let export = e2e::exported("resnet18_small");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (data_s, worker) = (data.to_str().unwrap(), binary("vephys-worker"));
+    let out = vephys(&[
+        "local",
+        "--data-dir",
+        data_s,
+        "--worker-bin",
+        worker.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--model-dir",
+        export.to_str().unwrap(),
+        "--layer",
+        "layer1",
+        "--filters",
+        "0..2",
+        "--steps",
+        "4",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nworker log:\n{}",
+        std::fs::read_to_string(data.join("worker.log")).unwrap_or_default()
+    );
+    assert!(stdout.contains("campaign 1 succeeded"), "{stdout}");
+    let results = vephys(&["--data-dir", data_s, "results", "1", "--format", "json"]);
+    assert!(results.status.success(), "{}", text(&results.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&results.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    for probe in ["synthesis", "baseline", "zoom", "rotation", "color", "grating", "hue"] {
+        assert_eq!(
+            rows.iter().filter(|r| r["probe"] == probe).count(),
+            2,
+            "{probe} results of both filters"
+        );
+    }
+    assert!(data.join("report/index.html").is_file());
 }

@@ -1,4 +1,5 @@
-//! The HTTP side: Prometheus metrics and a liveness probe.
+//! The HTTP side: Prometheus metrics, a liveness probe (`/healthz`) and, merged in by
+//! [`readiness_router`], a readiness probe (`/readyz`) that follows the database.
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -29,4 +30,25 @@ async fn metrics_text(
         )],
         body,
     )
+}
+
+/// `GET /readyz`: `200 ready` while the last database check answered, `503` (with the reason)
+/// while it did not. Liveness stays on `/healthz`, which answers as long as the process does.
+/// Merge it into [`router`]: `router(store, metrics).merge(readiness_router(health))`.
+pub fn readiness_router(health: crate::server::DbHealth) -> Router {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn readyz(
+    State(health): State<crate::server::DbHealth>,
+) -> (axum::http::StatusCode, &'static str) {
+    match health.status() {
+        Ok(()) => (axum::http::StatusCode::OK, "ready\n"),
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database does not answer\n",
+        ),
+    }
 }

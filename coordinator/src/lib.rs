@@ -9,6 +9,8 @@ pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod testing;
+pub mod web;
 
 pub use error::{Error, Result};
 pub use store::Store;

@@ -80,6 +80,7 @@ impl FakeWorker {
             worker_id: self.id,
             max_jobs: n,
             loaded_models: vec![],
+            request_id: String::new(),
         };
         self.api.lease(request).await.unwrap().into_inner().jobs
     }
@@ -388,6 +389,7 @@ async fn tokens_separate_users_from_workers() {
             worker_id: 1,
             max_jobs: 1,
             loaded_models: vec![],
+            ..Default::default()
         })
         .await;
     assert_eq!(lease.unwrap_err().code(), Code::PermissionDenied);
@@ -397,6 +399,7 @@ async fn tokens_separate_users_from_workers() {
             worker_id: 1,
             max_jobs: 1,
             loaded_models: vec![],
+            ..Default::default()
         })
         .await;
     assert_eq!(lease.unwrap_err().code(), Code::Unauthenticated);
@@ -470,6 +473,7 @@ async fn errors_map_to_grpc_codes_with_useful_messages() {
             worker_id: 4040,
             max_jobs: 1,
             loaded_models: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -1,4 +1,4 @@
-//! The store suite: the job contract of DESIGN.md §3, run against Postgres and SQLite alike.
+//! The store suite: the job contract of docs/coordinator.md, run against Postgres and SQLite alike.
 //! Each test is a plain async fn taking the backend; `both!` instantiates it for each.
 
 mod common;
@@ -948,7 +948,7 @@ async fn views_answer_per_unit_questions(backend: Backend, name: &str) {
         "views",
         "[\"conv2\"]",
         "[0]",
-        "[\"rotation\", \"zoom\", \"color\"]",
+        "[\"rotation\", \"zoom\", \"color\", \"baseline\"]",
     ))
     .await
     .unwrap();
@@ -960,18 +960,26 @@ async fn views_answer_per_unit_questions(backend: Backend, name: &str) {
         }
         for job in jobs {
             let mut done = completion(&job, job.token);
-            let curve: &[(f64, f64)] = match job.probe.as_str() {
-                "rotation" => &[(0.0, 1.0), (90.0, 3.0), (180.0, 2.0)],
-                "zoom" => &[(0.5, 0.2), (2.0, 0.9)],
-                "color" => {
-                    done.result.as_mut().unwrap().derived_json = r#"{"csi": 0.25}"#.into();
-                    &[]
-                }
+            let derived = |d: &str| d.to_string();
+            let (curve, json): (&[(f64, f64)], String) = match job.probe.as_str() {
+                "rotation" => (
+                    &[(0.0, 1.0), (90.0, 3.0), (180.0, 2.0)],
+                    derived(r#"{"preferred": 90.0, "bandwidth": 40.0, "circular_variance": 0.9,
+                        "symmetry_period_deg": 90.0, "symmetry_strength": 0.8, "mean": {}}"#),
+                ),
+                "zoom" => (&[(0.5, 0.2), (2.0, 0.9)], derived(r#"{"bandwidth": 1.5}"#)),
+                "color" => (
+                    &[],
+                    derived(r#"{"preferred_channel": "g", "preferred_channel_selectivity": 0.1,
+                        "channel_selectivity": [0.0, 0.3, 0.5]}"#),
+                ),
+                "baseline" => (&[], derived(r#"{"csi": 0.25, "mean": {"csi": 0.2}}"#)),
                 _ => {
                     done.result.as_mut().unwrap().max_act = 7.5;
-                    &[]
+                    (&[], "{}".to_string())
                 }
             };
+            done.result.as_mut().unwrap().derived_json = json;
             for (x, act) in curve {
                 done.points.push(TuningPoint {
                     probe: job.probe.clone(),
@@ -989,7 +997,17 @@ async fn views_answer_per_unit_questions(backend: Backend, name: &str) {
             .fetch_one(s.pool())
             .await
             .unwrap();
+    // the paper's colour selectivity is the baseline's (full-colour image against its gray)
     assert_eq!(row, (7.5, 90.0, 2.0, 0.25));
+    let headline: (f64, String, f64, f64, f64, f64, f64) = sqlx::query_as(
+        "SELECT channel_selectivity, preferred_channel, symmetry_period_deg, symmetry_strength,
+                rotation_circular_variance, rotation_bandwidth_deg, zoom_bandwidth_octaves
+         FROM unit_summary",
+    )
+    .fetch_one(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(headline, (0.1, "g".to_string(), 90.0, 0.8, 0.9, 40.0, 1.5));
     assert_eq!(
         count(
             s,
@@ -1004,6 +1022,6 @@ async fn views_answer_per_unit_questions(backend: Backend, name: &str) {
             "SELECT CAST(SUM(jobs) AS BIGINT) FROM campaign_progress WHERE state = 'succeeded'"
         )
         .await,
-        4
+        5
     );
 }

@@ -28,7 +28,9 @@ pub enum ObjectsError {
         #[source]
         source: object_store::Error,
     },
-    #[error("object `{uri}` has sha256 {actual} but {expected} was recorded; it was changed or corrupted after it was written")]
+    // `actual` is kept for callers to log, never shown: error texts travel to users, and the
+    // hash of bytes they cannot read would tell them about those bytes.
+    #[error("object `{uri}` does not hold the bytes recorded when it was written (sha256 {expected}); it was changed or corrupted since")]
     Sha256Mismatch {
         uri: String,
         expected: String,
@@ -36,6 +38,43 @@ pub enum ObjectsError {
     },
     #[error("`{uri}` is not in the store `{store}`; read it with a store opened on its own url")]
     Foreign { uri: String, store: String },
+    #[error("object `{uri}` is larger than the {max} bytes accepted here")]
+    TooLarge { uri: String, max: u64 },
+    #[error("cannot write `{path}`: {source}")]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ObjectsError {
+    /// The object does not exist (the store itself answered).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            ObjectsError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+
+    /// The store could not be reached or did not answer as a store should (a timeout, a
+    /// refused connection, a server error): trying again later may succeed. Not a missing or
+    /// changed object, a foreign URI or a local disk problem.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ObjectsError::Store { .. }) && !self.is_not_found()
+    }
+}
+
+/// An object found by [`Objects::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub uri: String,
+    /// Its key relative to the store's URL (what [`Objects::put`] took).
+    pub key: String,
+    pub bytes: u64,
 }
 
 pub type Result<T, E = ObjectsError> = std::result::Result<T, E>;
@@ -212,6 +251,168 @@ impl Objects {
         Ok(bytes)
     }
 
+    /// Reads the object at `uri`, refusing one larger than `max_bytes` without holding more
+    /// than that in memory (the size the store reports is checked first, the bytes as they
+    /// arrive too).
+    pub async fn get_bounded(&self, uri: &str, max_bytes: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.stream(uri, max_bytes, |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Objects::get_bounded`] checked against the recorded sha256.
+    pub async fn get_verified_bounded(
+        &self,
+        uri: &str,
+        sha256: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>> {
+        let bytes = self.get_bounded(uri, max_bytes).await?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(ObjectsError::Sha256Mismatch {
+                uri: uri.to_string(),
+                expected: sha256.to_lowercase(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Copies the object at `uri` into the local file `dest` (created or truncated), at most
+    /// `max_bytes`, hashing it on the way; memory stays one chunk and the file is written by
+    /// tokio's blocking pool, never on the async threads. A refused or failed copy removes
+    /// `dest`. The caller checks the returned sha256.
+    pub async fn download(&self, uri: &str, dest: &Path, max_bytes: u64) -> Result<Stored> {
+        use tokio::io::AsyncWriteExt;
+        let local = |source| ObjectsError::Local {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut hash = Sha256::new();
+        let mut bytes = 0u64;
+        let copied: Result<()> = async {
+            let mut chunks = self.chunks(uri, max_bytes).await?;
+            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+                let chunk = chunk?;
+                hash.update(&chunk);
+                bytes += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(local)?;
+            }
+            file.sync_all().await.map_err(local)
+        }
+        .await;
+        if let Err(e) = copied {
+            drop(file);
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(e);
+        }
+        Ok(Stored {
+            uri: uri.to_string(),
+            sha256: hex::encode(hash.finalize()),
+            bytes,
+        })
+    }
+
+    /// Feeds the object's bytes to `each`, chunk by chunk, refusing more than `max_bytes`.
+    async fn stream(
+        &self,
+        uri: &str,
+        max_bytes: u64,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut chunks = self.chunks(uri, max_bytes).await?;
+        while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+            each(&chunk?)?;
+        }
+        Ok(())
+    }
+
+    /// The object's bytes as a stream of chunks that ends with [`ObjectsError::TooLarge`] once
+    /// more than `max_bytes` came.
+    async fn chunks(
+        &self,
+        uri: &str,
+        max_bytes: u64,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+        use futures::StreamExt;
+        let key = self.key_of(uri)?;
+        let uri = uri.to_string();
+        let read = {
+            let uri = uri.clone();
+            move |source| ObjectsError::Store {
+                action: "read",
+                uri: uri.clone(),
+                source,
+            }
+        };
+        let got = self.store.get(&key).await.map_err(read.clone())?;
+        let too_large = move || ObjectsError::TooLarge {
+            uri: uri.clone(),
+            max: max_bytes,
+        };
+        if got.meta.size > max_bytes {
+            return Err(too_large());
+        }
+        let mut seen = 0u64;
+        let chunks = got.into_stream().map(move |chunk| {
+            let chunk = chunk.map_err(read.clone())?;
+            seen += chunk.len() as u64;
+            match seen > max_bytes {
+                true => Err(too_large()),
+                false => Ok(chunk),
+            }
+        });
+        Ok(chunks.boxed())
+    }
+
+    /// Every object whose key starts with `prefix` (a directory-like prefix such as
+    /// `campaigns/3/`), in no particular order.
+    pub fn list(&self, prefix: &str) -> futures::stream::BoxStream<'static, Result<Listed>> {
+        use futures::StreamExt;
+        let prefix_key = self.key(prefix.trim_end_matches('/'));
+        let base = self.base.clone();
+        let store_prefix = match self.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.prefix),
+        };
+        let list_uri = self.uri(prefix);
+        self.store
+            .list(Some(&prefix_key))
+            .map(move |meta| {
+                let meta = meta.map_err(|source| ObjectsError::Store {
+                    action: "list",
+                    uri: list_uri.clone(),
+                    source,
+                })?;
+                let full = meta.location.to_string();
+                let key = full.strip_prefix(&store_prefix).unwrap_or(&full).to_string();
+                Ok(Listed {
+                    uri: format!("{base}{key}"),
+                    key,
+                    bytes: meta.size,
+                })
+            })
+            .boxed()
+    }
+
+    /// Removes the object at `uri`, which must be in this store; a missing object is fine.
+    pub async fn delete(&self, uri: &str) -> Result<()> {
+        match self.store.delete(&self.key_of(uri)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(ObjectsError::Store {
+                action: "delete",
+                uri: uri.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Whether an object exists at `uri`.
     pub async fn exists(&self, uri: &str) -> Result<bool> {
         match self.store.head(&self.key_of(uri)?).await {
@@ -287,6 +488,49 @@ mod tests {
         let err = objects.get("s3://elsewhere/x").await.unwrap_err();
         assert!(matches!(err, ObjectsError::Foreign { .. }), "{err}");
         objects.check_read_write("test").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bounded_reads_stop_at_the_limit_and_listing_finds_every_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/store", dir.path().display());
+        let objects = Objects::open(&url, &S3Options::default()).unwrap();
+        let big = objects.put("c/1/a.bin", vec![1u8; 1000]).await.unwrap();
+        let small = objects.put("c/1/sub/b.bin", vec![2u8; 10]).await.unwrap();
+        objects.put("c/2/c.bin", vec![3u8; 10]).await.unwrap();
+
+        assert_eq!(objects.get_bounded(&big.uri, 1000).await.unwrap().len(), 1000);
+        let err = objects.get_bounded(&big.uri, 999).await.unwrap_err();
+        assert!(matches!(err, ObjectsError::TooLarge { max: 999, .. }), "{err}");
+        let err = objects
+            .get_verified_bounded(&small.uri, &big.sha256, 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ObjectsError::Sha256Mismatch { .. }), "{err}");
+        let missing = objects.get_bounded(&objects.uri("nope"), 10).await.unwrap_err();
+        assert!(missing.is_not_found() && !missing.is_unavailable(), "{missing}");
+
+        let dest = dir.path().join("copy.bin");
+        let copied = objects.download(&big.uri, &dest, 1000).await.unwrap();
+        assert_eq!((copied.sha256, copied.bytes), (big.sha256.clone(), 1000));
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![1u8; 1000]);
+        let err = objects.download(&big.uri, &dest, 10).await.unwrap_err();
+        assert!(matches!(err, ObjectsError::TooLarge { .. }), "{err}");
+        assert!(!dest.exists(), "a refused download leaves no file");
+
+        use futures::TryStreamExt;
+        let mut listed: Vec<Listed> = objects.list("c/1/").try_collect().await.unwrap();
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        let keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["c/1/a.bin", "c/1/sub/b.bin"]);
+        assert_eq!(listed[0].uri, big.uri);
+        assert_eq!(listed[1].bytes, 10);
+
+        objects.delete(&small.uri).await.unwrap();
+        objects.delete(&small.uri).await.unwrap(); // gone already: fine
+        assert!(!objects.exists(&small.uri).await.unwrap());
+        let foreign = objects.delete("s3://elsewhere/x").await.unwrap_err();
+        assert!(matches!(foreign, ObjectsError::Foreign { .. }));
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! The contract of vephys: the gRPC API generated from `vephys.proto` and the campaign spec
-//! format users write in TOML.
+//! The contract of vephys: the gRPC API generated from `vephys.proto`, the campaign spec format
+//! users write in TOML, the typed parameters every job carries (`params`), the filter grammar
+//! every tool shares (`filters`) and the manifest of exported models (`manifest`).
 
 pub mod bearer;
+pub mod derived;
 pub mod endpoint;
+pub mod filters;
+pub mod manifest;
+pub mod params;
 pub mod spec;
 
 #[allow(clippy::all, missing_docs)]

@@ -4,7 +4,7 @@
 //! name = "vgg19-block3"
 //! model = "vgg19"
 //! layers = ["block3_pool"]          # layer names or aliases
-//! filters = "all"                   # or [0, 5, "10..20"]; ranges are half-open
+//! filters = "all"                   # or "0-15", [0, 5, "10..20"]: see `filters`
 //! probes = ["synthesis", "baseline", "zoom", "rotation", "color"]
 //!
 //! [synthesis]
@@ -17,6 +17,14 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+use crate::params::{MAX_LAYERS, MAX_NAME_LEN};
+
+pub use crate::filters::{FilterItem, Filters};
+pub use crate::params::{
+    BaselineParams, ColorParams, GratingParams, HueParams, JobParams, ParamError, PrecisionChoice, Probe,
+    RotationParams, SynthesisParams, ZoomParams,
+};
 
 /// A spec problem, naming the field (e.g. `zoom.factors`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +49,12 @@ impl fmt::Display for SpecError {
 }
 
 impl std::error::Error for SpecError {}
+
+impl From<ParamError> for SpecError {
+    fn from(e: ParamError) -> Self {
+        SpecError::new(e.field.spec(), e.reason)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,278 +93,6 @@ fn default_probes() -> Vec<Probe> {
 
 fn default_max_attempts() -> u32 {
     3
-}
-
-/// The experiments a campaign can run on each unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Probe {
-    /// Synthesizes the unit's max image; the other image probes start from it.
-    Synthesis,
-    Baseline,
-    Zoom,
-    Rotation,
-    /// Runs its own single-colour syntheses, and shows the full-colour max image in grayscale.
-    Color,
-    Grating,
-    Hue,
-}
-
-impl Probe {
-    pub const ALL: [Probe; 7] = [
-        Probe::Synthesis,
-        Probe::Baseline,
-        Probe::Zoom,
-        Probe::Rotation,
-        Probe::Color,
-        Probe::Grating,
-        Probe::Hue,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Probe::Synthesis => "synthesis",
-            Probe::Baseline => "baseline",
-            Probe::Zoom => "zoom",
-            Probe::Rotation => "rotation",
-            Probe::Color => "color",
-            Probe::Grating => "grating",
-            Probe::Hue => "hue",
-        }
-    }
-
-    /// Whether the probe's stimuli are built from the filter's max image, so its job must wait
-    /// for the filter's synthesis job. Gratings and hue sweeps are parametric.
-    pub fn needs_max_image(self) -> bool {
-        matches!(
-            self,
-            Probe::Baseline | Probe::Zoom | Probe::Rotation | Probe::Color
-        )
-    }
-}
-
-impl fmt::Display for Probe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Probe {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Probe::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown probe `{s}`; use one of synthesis, baseline, zoom, rotation, color, grating, hue")
-            })
-    }
-}
-
-/// Which filters (channels) of each layer to run: `"all"`, or a list of indices and half-open
-/// ranges such as `[0, 3, "10..20"]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Filters {
-    One(FilterItem),
-    Many(Vec<FilterItem>),
-}
-
-impl Default for Filters {
-    fn default() -> Self {
-        Filters::One(FilterItem::Text("all".into()))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum FilterItem {
-    Index(i64),
-    /// `"all"`, `"7"` or a half-open range `"a..b"`.
-    Text(String),
-}
-
-impl Filters {
-    /// Parses a CLI-style selection: `all`, or comma-separated indices and ranges (`0,3,10..20`).
-    pub fn parse(text: &str) -> Filters {
-        let items: Vec<FilterItem> = text
-            .split(',')
-            .map(|part| FilterItem::Text(part.trim().to_string()))
-            .collect();
-        Filters::Many(items)
-    }
-
-    /// The sorted, deduplicated filter indices for a layer with `channels` channels.
-    pub fn resolve(&self, channels: i64) -> Result<Vec<i64>, String> {
-        let items: &[FilterItem] = match self {
-            Filters::One(item) => std::slice::from_ref(item),
-            Filters::Many(items) => items,
-        };
-        if items.is_empty() {
-            return Err("no filters selected; use \"all\" or a list such as [0, \"4..8\"]".into());
-        }
-        let mut selected = Vec::new();
-        for item in items {
-            let (start, end) = item.bounds(channels)?;
-            if start < 0 || end > channels {
-                return Err(format!(
-                    "filter {} is out of range for a layer with {channels} channels; use 0..{channels}",
-                    if end - start == 1 { start.to_string() } else { format!("{start}..{end}") }
-                ));
-            }
-            if start >= end {
-                return Err(format!(
-                    "range {start}..{end} is empty; write it as start..end with start < end"
-                ));
-            }
-            selected.extend(start..end);
-        }
-        selected.sort_unstable();
-        selected.dedup();
-        Ok(selected)
-    }
-}
-
-impl FilterItem {
-    /// The half-open range this item stands for.
-    fn bounds(&self, channels: i64) -> Result<(i64, i64), String> {
-        let text = match self {
-            FilterItem::Index(i) => return Ok((*i, i + 1)),
-            FilterItem::Text(text) => text.trim(),
-        };
-        if text == "all" {
-            return Ok((0, channels));
-        }
-        let parse = |s: &str| {
-            s.trim().parse::<i64>().map_err(|_| {
-                format!("`{text}` is not a filter index or range; use e.g. 7, \"0..64\" or \"all\"")
-            })
-        };
-        match text.split_once("..") {
-            Some((a, b)) => Ok((parse(a)?, parse(b)?)),
-            None => {
-                let i = parse(text)?;
-                Ok((i, i + 1))
-            }
-        }
-    }
-}
-
-/// Max-image synthesis (Erhan 2009 gradient ascent with Yosinski 2015 regularisers).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SynthesisParams {
-    pub steps: u32,
-    /// Step size η on the RMS-normalised gradient.
-    pub lr: f64,
-    /// Image side in pixels; 0 means the model's input size.
-    pub image_size: u32,
-    /// "channel" (mean of the map), "unit" (centre unit) or "layer".
-    pub objective: String,
-    /// L2 decay θ_decay towards the dataset mean colour.
-    pub decay: f64,
-    pub blur_sigma: f64,
-    /// Blur every this many steps; 0 turns blurring off.
-    pub blur_every: u32,
-    /// Images synthesized in one forward/backward pass.
-    pub batch_size: u32,
-}
-
-impl Default for SynthesisParams {
-    fn default() -> Self {
-        Self {
-            steps: 256,
-            lr: 0.05,
-            image_size: 0,
-            objective: "channel".into(),
-            decay: 1e-4,
-            blur_sigma: 1.0,
-            blur_every: 4,
-            batch_size: 32,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BaselineParams {
-    /// Standard deviation of the gaussian noise image around mid-gray.
-    pub noise_std: f64,
-}
-
-impl Default for BaselineParams {
-    fn default() -> Self {
-        Self { noise_std: 0.2 }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ZoomParams {
-    pub factors: Vec<f64>,
-    /// How a zoomed-out (z < 1) image fills its border: "mean" colour or "tile".
-    pub fill: String,
-}
-
-impl Default for ZoomParams {
-    fn default() -> Self {
-        Self {
-            factors: vec![0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0],
-            fill: "tile".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RotationParams {
-    /// Angles run 0, step, 2·step, … below 360.
-    pub step_degrees: f64,
-}
-
-impl Default for RotationParams {
-    fn default() -> Self {
-        Self { step_degrees: 15.0 }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct ColorParams {
-    /// Steps of each single-colour synthesis; 0 means `synthesis.steps`.
-    pub steps: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GratingParams {
-    pub orientations: u32,
-    /// Cycles per image.
-    pub spatial_frequencies: Vec<f64>,
-    pub phases: u32,
-}
-
-impl Default for GratingParams {
-    fn default() -> Self {
-        Self {
-            orientations: 12,
-            spatial_frequencies: vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
-            phases: 4,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HueParams {
-    pub steps: u32,
-}
-
-impl Default for HueParams {
-    fn default() -> Self {
-        Self { steps: 12 }
-    }
 }
 
 impl CampaignSpec {
@@ -398,17 +140,31 @@ impl CampaignSpec {
                 "must not be empty; name the campaign",
             ));
         }
+        check_name("name", &self.name)?;
         if self.model.trim().is_empty() {
             return Err(SpecError::new(
                 "model",
                 "must not be empty; name a registered model",
             ));
         }
+        check_name("model", &self.model)?;
         if self.layers.is_empty() {
             return Err(SpecError::new(
                 "layers",
                 "no layers given; list at least one layer name",
             ));
+        }
+        if self.layers.len() > MAX_LAYERS {
+            return Err(SpecError::new(
+                "layers",
+                format!(
+                    "{} layers are more than the {MAX_LAYERS} a campaign may name; split the campaign",
+                    self.layers.len()
+                ),
+            ));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            check_name(&format!("layers[{i}]"), layer)?;
         }
         if self.probes.is_empty() {
             return Err(SpecError::new(
@@ -416,138 +172,73 @@ impl CampaignSpec {
                 "no probes given; use at least [\"synthesis\"]",
             ));
         }
-        if !(1..=100).contains(&self.max_attempts) {
-            return Err(out_of("max_attempts", self.max_attempts, "1..=100"));
-        }
-        let s = &self.synthesis;
-        if !(1..=100_000).contains(&s.steps) {
-            return Err(out_of("synthesis.steps", s.steps, "1..=100000"));
-        }
-        if !(s.lr > 0.0 && s.lr <= 100.0) {
-            return Err(out_of("synthesis.lr", s.lr, "(0, 100]"));
-        }
-        if s.image_size != 0 && !(8..=4096).contains(&s.image_size) {
-            return Err(out_of(
-                "synthesis.image_size",
-                s.image_size,
-                "8..=4096 (or 0 for the model's input size)",
-            ));
-        }
-        if !["channel", "unit", "layer"].contains(&s.objective.as_str()) {
+        if self.probes.len() > 4 * Probe::ALL.len() {
             return Err(SpecError::new(
-                "synthesis.objective",
+                "probes",
                 format!(
-                    "unknown objective `{}`; use channel, unit or layer",
-                    s.objective
+                    "{} entries for {} probes; name each probe once",
+                    self.probes.len(),
+                    Probe::ALL.len()
                 ),
             ));
         }
-        if !(0.0..1.0).contains(&s.decay) {
-            return Err(out_of("synthesis.decay", s.decay, "[0, 1)"));
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(out_of("max_attempts", self.max_attempts, "1..=100"));
         }
-        if !(0.0..=64.0).contains(&s.blur_sigma) {
-            return Err(out_of("synthesis.blur_sigma", s.blur_sigma, "[0, 64]"));
-        }
-        if !(1..=4096).contains(&s.batch_size) {
-            return Err(out_of("synthesis.batch_size", s.batch_size, "1..=4096"));
-        }
-        if !(0.0..=1.0).contains(&self.baseline.noise_std) {
-            return Err(out_of(
-                "baseline.noise_std",
-                self.baseline.noise_std,
-                "[0, 1]",
-            ));
-        }
-        if self.zoom.factors.is_empty() {
-            return Err(SpecError::new(
-                "zoom.factors",
-                "is empty; give at least one zoom factor",
-            ));
-        }
-        if let Some(z) = self
-            .zoom
-            .factors
-            .iter()
-            .find(|z| !(**z > 0.0 && **z <= 64.0))
-        {
-            return Err(out_of("zoom.factors", z, "(0, 64]"));
-        }
-        increasing("zoom.factors", &self.zoom.factors)?;
-        if !["mean", "tile"].contains(&self.zoom.fill.as_str()) {
-            return Err(SpecError::new(
-                "zoom.fill",
-                format!("unknown fill `{}`; use mean or tile", self.zoom.fill),
-            ));
-        }
-        let step = self.rotation.step_degrees;
-        if !(step > 0.0 && step <= 360.0) {
-            return Err(out_of("rotation.step_degrees", step, "(0, 360]"));
-        }
-        if self.color.steps > 100_000 {
-            return Err(out_of("color.steps", self.color.steps, "0..=100000"));
-        }
-        let g = &self.grating;
-        if !(1..=360).contains(&g.orientations) {
-            return Err(out_of("grating.orientations", g.orientations, "1..=360"));
-        }
-        if !(1..=64).contains(&g.phases) {
-            return Err(out_of("grating.phases", g.phases, "1..=64"));
-        }
-        if g.spatial_frequencies.is_empty() {
-            return Err(SpecError::new(
-                "grating.spatial_frequencies",
-                "is empty; give at least one frequency in cycles per image",
-            ));
-        }
-        if let Some(f) = g
-            .spatial_frequencies
-            .iter()
-            .find(|f| !(**f > 0.0 && **f <= 1024.0))
-        {
-            return Err(out_of("grating.spatial_frequencies", f, "(0, 1024]"));
-        }
-        increasing("grating.spatial_frequencies", &g.spatial_frequencies)?;
-        if !(2..=3600).contains(&self.hue.steps) {
-            return Err(out_of("hue.steps", self.hue.steps, "2..=3600"));
-        }
+        self.synthesis.check()?;
+        self.baseline.check()?;
+        self.zoom.check()?;
+        self.rotation.check()?;
+        self.color.check()?;
+        self.grating.check()?;
+        self.hue.check()?;
+        self.filters
+            .check()
+            .map_err(|reason| SpecError::new("filters", reason))?;
         Ok(())
     }
 
     /// Checks what depends on the image side the jobs will use (the model's input size unless
-    /// `synthesis.image_size` sets one): gratings must stay below the Nyquist limit.
+    /// `synthesis.image_size` sets one): the blur must fit, gratings stay below Nyquist.
     pub fn check_image_size(&self, size: u32) -> Result<(), SpecError> {
-        if !self.probes.contains(&Probe::Grating) {
-            return Ok(());
+        self.synthesis.check_size(size)?;
+        if self.probes.contains(&Probe::Grating) {
+            self.grating.check_size(size)?;
         }
-        let nyquist = f64::from(size) / 2.0;
-        match self
-            .grating
-            .spatial_frequencies
-            .iter()
-            .find(|f| **f >= nyquist)
-        {
-            Some(f) => Err(SpecError::new(
-                "grating.spatial_frequencies",
-                format!(
-                    "{f} cycles per image is at or above the Nyquist limit of {size} px images \
-                     ({nyquist}); use frequencies below {nyquist} or a larger synthesis.image_size"
-                ),
-            )),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// The parameters of this campaign's `probe` jobs on `image_size` px images.
+    pub fn job_params(&self, probe: Probe, image_size: u32) -> JobParams {
+        let synthesis = SynthesisParams {
+            image_size,
+            ..self.synthesis.clone()
+        };
+        let own = |p: Probe| probe == p;
+        JobParams {
+            probe,
+            seed: self.seed,
+            image_size,
+            synthesis: (probe == Probe::Synthesis || probe.needs_max_image()).then_some(synthesis),
+            baseline: own(Probe::Baseline).then(|| self.baseline.clone()),
+            zoom: own(Probe::Zoom).then(|| self.zoom.clone()),
+            rotation: own(Probe::Rotation).then(|| self.rotation.clone()),
+            color: own(Probe::Color).then(|| self.color.clone()),
+            grating: own(Probe::Grating).then(|| self.grating.clone()),
+            hue: own(Probe::Hue).then(|| self.hue.clone()),
+            precision: self.synthesis.precision,
         }
     }
 }
 
-fn increasing(field: &str, values: &[f64]) -> Result<(), SpecError> {
-    match values.windows(2).find(|w| w[0] >= w[1]) {
-        Some(w) => Err(SpecError::new(
+/// A name that fits in [`MAX_NAME_LEN`] characters.
+fn check_name(field: &str, name: &str) -> Result<(), SpecError> {
+    match name.chars().count() <= MAX_NAME_LEN {
+        true => Ok(()),
+        false => Err(SpecError::new(
             field,
-            format!(
-                "{} then {}: list the values in strictly increasing order",
-                w[0], w[1]
-            ),
+            format!("is longer than {MAX_NAME_LEN} characters; use a shorter name"),
         )),
-        None => Ok(()),
     }
 }
 
@@ -593,16 +284,24 @@ mod tests {
         let spec: CampaignSpec =
             toml::from_str(&format!("{}filters = [5, \"0..3\", \"2\"]\n", minimal())).unwrap();
         assert_eq!(spec.filters.resolve(10).unwrap(), vec![0, 1, 2, 5]);
-        assert_eq!(Filters::parse("1,3..5").resolve(8).unwrap(), vec![1, 3, 4]);
-        assert_eq!(Filters::parse("all").resolve(2).unwrap(), vec![0, 1]);
+        let parse = |t| Filters::parse(t).unwrap();
+        assert_eq!(parse("1,3..5").resolve(8).unwrap(), vec![1, 3, 4]);
+        assert_eq!(parse("1,3-5").resolve(8).unwrap(), vec![1, 3, 4, 5]);
+        assert_eq!(parse("all").resolve(2).unwrap(), vec![0, 1]);
+        let inclusive: CampaignSpec =
+            toml::from_str(&format!("{}filters = \"0-2\"\n", minimal())).unwrap();
+        assert_eq!(inclusive.filters.resolve(10).unwrap(), vec![0, 1, 2]);
     }
 
     #[test]
     fn filter_out_of_range_says_the_valid_range() {
-        let err = Filters::parse("0..600").resolve(512).unwrap_err();
-        assert!(err.contains("0..512"), "{err}");
-        let err = Filters::parse("x").resolve(512).unwrap_err();
+        let err = Filters::parse("0..600").unwrap().resolve(512).unwrap_err();
+        assert!(err.contains("0..512") && err.contains("0-511"), "{err}");
+        let err = Filters::parse("x").unwrap_err();
         assert!(err.contains("`x`"), "{err}");
+        let bad: CampaignSpec =
+            toml::from_str(&format!("{}filters = \"3-1\"\n", minimal())).unwrap();
+        assert_eq!(bad.check().unwrap_err().field, "filters");
     }
 
     #[test]
@@ -631,10 +330,14 @@ mod tests {
     }
 
     #[test]
-    fn gratings_above_nyquist_are_refused() {
+    fn gratings_above_nyquist_are_refused_but_the_default_adapts() {
         let mut spec = CampaignSpec::from_toml(minimal()).unwrap();
         spec.probes = vec![Probe::Grating];
         spec.check().unwrap();
+        for size in [32, 64, 96, 224, 512] {
+            spec.check_image_size(size).unwrap();
+        }
+        spec.grating.spatial_frequencies = Some(vec![2.0, 4.0, 64.0]);
         spec.check_image_size(224).unwrap();
         let err = spec.check_image_size(64).unwrap_err();
         assert_eq!(err.field, "grating.spatial_frequencies", "{err}");
@@ -645,5 +348,56 @@ mod tests {
     fn spec_round_trips_through_toml() {
         let spec = CampaignSpec::from_toml(minimal()).unwrap();
         assert_eq!(CampaignSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+        let old = CampaignSpec::from_toml(&format!(
+            "{}[rotation]\nstep_degrees = 30.0\n[grating]\norientations = 6\n",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(old.rotation.angles.len(), 12);
+        assert_eq!(CampaignSpec::from_toml(&old.to_toml()).unwrap(), old);
+    }
+
+    #[test]
+    fn a_spec_and_its_jobs_carry_the_same_typed_parameters() {
+        let spec = CampaignSpec::from_toml(&format!(
+            "{}probes = [\"zoom\", \"grating\"]\n[zoom]\nfactors = [0.5, 1.0]\nfill = \"mean\"\n",
+            minimal()
+        ))
+        .unwrap();
+        let zoom = spec.job_params(Probe::Zoom, 64);
+        assert_eq!(zoom.zoom.as_ref(), Some(&spec.zoom));
+        assert_eq!(zoom.synthesis.as_ref().map(|s| s.image_size), Some(64));
+        assert!(zoom.grating.is_none());
+        let read = JobParams::parse(&zoom.to_json()).unwrap();
+        assert_eq!(read, zoom);
+        let grating = spec.job_params(Probe::Grating, 64);
+        assert!(grating.synthesis.is_none());
+        assert_eq!(
+            grating.grating.unwrap().frequencies(64).unwrap(),
+            vec![2.0, 4.0, 8.0, 16.0]
+        );
+    }
+
+    #[test]
+    fn precision_is_a_synthesis_field_that_every_job_carries() {
+        let spec = CampaignSpec::from_toml(minimal()).unwrap();
+        assert_eq!(spec.synthesis.precision, crate::params::PrecisionChoice::Auto);
+        let spec = CampaignSpec::from_toml(&format!(
+            "{}probes = [\"synthesis\", \"hue\"]\n[synthesis]\nprecision = \"fp32\"\n",
+            minimal()
+        ))
+        .unwrap();
+        for probe in [Probe::Synthesis, Probe::Hue, Probe::Zoom] {
+            let job = spec.job_params(probe, 64);
+            assert_eq!(job.precision, crate::params::PrecisionChoice::Fp32, "{probe}");
+            assert!(job.to_json().contains("\"precision\":\"fp32\""), "{probe}");
+            JobParams::parse(&job.to_json()).unwrap();
+        }
+        // jobs of different precisions differ in their JSON, which their content key hashes
+        let bf16 = CampaignSpec::from_toml(&format!("{}[synthesis]\nprecision = \"bf16\"\n", minimal())).unwrap();
+        assert_ne!(bf16.job_params(Probe::Synthesis, 64).to_json(), spec.job_params(Probe::Synthesis, 64).to_json());
+        let err = CampaignSpec::from_toml(&format!("{}[synthesis]\nprecision = \"fp16\"\n", minimal())).unwrap_err();
+        assert_eq!(err.field, "precision", "{err}");
+        assert!(err.reason.contains("fp16"), "{err}");
     }
 }

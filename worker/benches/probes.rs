@@ -40,7 +40,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use vephys_worker::device::{describe, parse_device};
 use vephys_worker::models::Network;
-use vephys_worker::probes::{baseline, color, rotation, stimuli, zoom, MaxImage, ProbeParams};
+use vephys_worker::probes::{self, baseline, color, stimuli, Input, MaxImage, Probe, ProbeParams};
 use vephys_worker::synthesis::{synthesize, ColorMode, SynthParams};
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -154,19 +154,14 @@ fn paper_probe_seconds(net: &Network, layer: usize, inputs: &Inputs) -> [f64; 4]
     let p = ProbeParams::default();
     let (f, one) = (&inputs.filters[..1], &inputs.images[..1]);
     let batch = inputs.filters.len() as f64;
+    let run = |probe, filters: &[i64], input| {
+        probes::run(net, layer, probe, filters, input, &p).unwrap();
+    };
     [
-        seconds(|| {
-            baseline::run(net, layer, &inputs.filters, &inputs.images, &p).unwrap();
-        }) / batch,
-        seconds(|| {
-            zoom::run(net, layer, f, one, &p).unwrap();
-        }),
-        seconds(|| {
-            rotation::run(net, layer, f, one, &p).unwrap();
-        }),
-        seconds(|| {
-            color::run(net, layer, f, &inputs.single, &p).unwrap();
-        }),
+        seconds(|| run(Probe::Baseline, &inputs.filters, Input::MaxImages(&inputs.images))) / batch,
+        seconds(|| run(Probe::Zoom, f, Input::MaxImages(one))),
+        seconds(|| run(Probe::Rotation, f, Input::MaxImages(one))),
+        seconds(|| run(Probe::Color, f, Input::SingleColour(&inputs.single))),
     ]
 }
 
@@ -178,8 +173,8 @@ fn paper_stimuli() -> [f64; 4] {
     let shared = 2.0 / DEFAULT_SYNTH_BATCH as f64;
     [
         known(baseline::STIMULI.len() - 2) + shared,
-        known(p.zoom_factors.len()),
-        p.angles.len() as f64,
+        known(p.zoom.factors.len()),
+        p.rotation.angles.len() as f64,
         color::labels().len() as f64 - 3.0,
     ]
 }
@@ -191,7 +186,7 @@ fn forward_seconds(net: &Network, layer: usize) -> (f64, f64, f64) {
     let size = SynthParams::default().size;
     let p = ProbeParams::default();
     let image = Tensor::rand([3, size, size], (Kind::Float, net.device()));
-    let x = stimuli::rotations(&image, &p.angles, p.aperture).unwrap();
+    let x = stimuli::rotations(&image, &p.rotation.angles, p.rotation.aperture).unwrap();
     let _guard = tch::no_grad_guard();
     let index = Tensor::from_slice(&[0i64]).to_device(net.device());
     let (mut full, mut narrow) = (None, None);

@@ -7,8 +7,15 @@ use tch::TchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("unknown model `{name}`: choose one of {known}")]
+    #[error("unknown model `{name}`: choose one of {known}, or an exported model (--model-dir DIR, or DIR/{name}/model.json in the weights directory; see vephys-export)")]
     UnknownModel { name: String, known: String },
+
+    /// An exported model that cannot be used as it is (archive, manifest, torch release).
+    #[error("model {model}: {reason}")]
+    Model { model: String, reason: String },
+
+    #[error("{reason}")]
+    InputSize { reason: String },
 
     #[error("model {model} has no layer `{layer}`: run `vephys-worker layers --model {model}` to list them")]
     UnknownLayer { model: String, layer: String },
@@ -53,6 +60,16 @@ pub enum WorkerError {
 }
 
 pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
+
+/// A parameter out of bounds, named by the worker's flag for it.
+impl From<vephys_proto::params::ParamError> for WorkerError {
+    fn from(e: vephys_proto::params::ParamError) -> Self {
+        WorkerError::BadParameter {
+            name: e.field.flag(),
+            reason: e.reason,
+        }
+    }
+}
 
 impl WorkerError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {

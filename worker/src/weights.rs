@@ -81,6 +81,10 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 fn preview(names: &[&&String]) -> String {
     let shown: Vec<&str> = names.iter().take(3).map(|s| s.as_str()).collect();
     let more = if names.len() > 3 { ", ..." } else { "" };

@@ -71,7 +71,7 @@ fn vgg19_keras_names_are_aliases_of_torchvision_paths() {
         net.layer_index("logits").unwrap(),
         net.layer_index("classifier.6").unwrap()
     );
-    let shapes = net.layer_shapes(224);
+    let shapes = net.layer_shapes(224).unwrap();
     let pool3 = &shapes[net.layer_index("block3_pool").unwrap()];
     assert_eq!((pool3.channels, pool3.height, pool3.width), (256, 28, 28));
     assert!(net.layer_index("block6_pool").is_err());
@@ -80,7 +80,7 @@ fn vgg19_keras_names_are_aliases_of_torchvision_paths() {
 #[test]
 fn efficientnet_lite0_layers_have_the_published_shapes() {
     let net = Network::build("efficientnet_lite0", Device::Cpu).unwrap();
-    let shapes = net.layer_shapes(224);
+    let shapes = net.layer_shapes(224).unwrap();
     let names: Vec<&str> = shapes.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names.len(), 19);
     assert_eq!(names[0], "stem");

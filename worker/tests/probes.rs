@@ -18,10 +18,9 @@ use vephys_worker::synthesis::{synthesize, ColorMode, SynthOutcome, SynthParams}
 const SIZE: i64 = 64;
 
 fn params() -> ProbeParams {
-    ProbeParams {
-        frequencies: vec![2.0, 4.0, 6.0, 8.0, 12.0, 16.0],
-        ..ProbeParams::default()
-    }
+    let mut p = ProbeParams::default();
+    p.grating.spatial_frequencies = Some(vec![2.0, 4.0, 6.0, 8.0, 12.0, 16.0]);
+    p
 }
 
 /// The filters' syntheses at SIZE px with only the channels of `color` free.
@@ -139,9 +138,14 @@ fn green_unit_prefers_green_and_loses_to_grayscale() {
     // the green pattern moved into red or blue reaches a unit that reads only green not at all
     assert_eq!(r[at("g_as_r")], 0.0);
     assert_eq!(r[at("g_as_b")], 0.0);
-    // gray keeps 0.587 of the green channel: CSI = (1 - 0.587) / (1 + 0.587) for a linear unit
-    let csi = c.colour_selectivity_index.mean.unwrap();
-    assert!((csi - 0.413 / 1.587).abs() < 0.02, "csi {csi}");
+    // gray keeps 0.587 of the green channel: (1 - 0.587) / (1 + 0.587) for a linear unit; the
+    // same green values in all three channels drive a green-only unit as much as green alone:
+    // the control without the luma bias reads 0
+    let luma = c.channel_selectivity.mean[1].unwrap();
+    assert!((luma - 0.413 / 1.587).abs() < 0.02, "channel_selectivity {luma}");
+    let equal = c.channel_selectivity_equal.mean[1].unwrap();
+    assert!(equal.abs() < 0.02, "channel_selectivity_equal {equal}");
+    assert_eq!(r[at("g_equal")], r[at("g")]);
 
     // the full-colour max image loses to its grayscale too
     let rgb = max_images(&net, &[GREEN], ColorMode::Rgb);
@@ -184,7 +188,7 @@ fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
     let base = baseline::run(&net, layer, &filters, &images, &p).unwrap();
     let zooms = zoom::run(&net, layer, &filters, &images, &p).unwrap();
     let rots = rotation::run(&net, layer, &filters, &images, &p).unwrap();
-    let one = p.zoom_factors.iter().position(|z| *z == 1.0).unwrap();
+    let one = p.zoom.factors.iter().position(|z| *z == 1.0).unwrap();
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1e-6);
     for (i, &f) in filters.iter().enumerate() {
         let x = images[i].image.unsqueeze(0);
@@ -192,7 +196,7 @@ fn rotation_zero_and_zoom_one_equal_the_unrotated_max_image() {
         let through_aperture = measure(
             &net,
             layer,
-            &stimuli::aperture(&x, p.aperture).unwrap(),
+            &stimuli::aperture(&x, p.rotation.aperture).unwrap(),
             &[f],
             1,
         )
@@ -340,7 +344,7 @@ fn narrowed_forward_equals_the_full_forward_on_vgg19_and_efficientnet() {
             ("random images", Tensor::rand([5, 3, size, size], opts)),
             (
                 "rotations through the aperture",
-                stimuli::rotations(&image, &angles, p.aperture).unwrap(),
+                stimuli::rotations(&image, &angles, p.rotation.aperture).unwrap(),
             ),
         ];
         for layer in layers {

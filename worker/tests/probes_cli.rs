@@ -87,7 +87,8 @@ fn characterize_writes_every_curve_number_and_figure_per_filter() {
                 .as_array()
                 .unwrap()
                 .len(),
-            12
+            15,
+            "12 stimuli of the paper's protocol and 3 equal-channel controls"
         );
         assert_eq!(
             probes["grating"]["responses"]["mean"]
@@ -217,7 +218,7 @@ fn bad_probe_input_is_refused_and_nothing_is_written() {
                 "--zoom-factors",
                 "0,1,2",
             ],
-            "must be > 0",
+            "bad value for --zoom-factors: zoom factor 0 is out of bounds",
         ),
         (
             &[
@@ -228,7 +229,7 @@ fn bad_probe_input_is_refused_and_nothing_is_written() {
                 "--zoom-factors",
                 "-1,1",
             ],
-            "must be > 0",
+            "bad value for --zoom-factors: zoom factor -1 is out of bounds",
         ),
         (
             &["--probe", "zoom", "--images", images, "--filters", "0-5"],
@@ -276,4 +277,49 @@ fn bad_probe_input_is_refused_and_nothing_is_written() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("step 0 must be > 0"), "{}", stderr(&o));
     assert!(!out.exists());
+}
+
+/// Every default is valid at any accepted size: with no flag but the size, `characterize` runs
+/// every probe at small and odd sizes (the grating frequencies were once fixed, and 64 cycles
+/// per image refused every size up to 128).
+#[test]
+fn characterize_runs_with_default_parameters_at_any_size() {
+    for size in ["32", "97"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("char");
+        let o = worker(&[
+            "characterize", "--layer", "blocks.4", "--filters", "1", "--size", size,
+            "--steps", "2", "--out", out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "--size {size}: {}", stderr(&o));
+        let doc = read_json(&out.join("filter_0001.json"));
+        let frequencies = doc["probes"]["grating"]["frequencies"].as_array().unwrap();
+        let nyquist = size.parse::<f64>().unwrap() / 2.0;
+        assert!(
+            !frequencies.is_empty() && frequencies.iter().all(|f| f.as_f64().unwrap() < nyquist),
+            "--size {size}: {frequencies:?}"
+        );
+    }
+}
+
+/// The probe command's derived numbers are the daemon's: the same encoding (`csi` from the
+/// max-activity responses, the mean-activity ones under `mean`).
+#[test]
+fn probe_derives_the_numbers_the_daemon_stores() {
+    let dir = characterized();
+    let out = tempfile::tempdir().unwrap();
+    let o = worker(&[
+        "probe", "--probe", "baseline", "--layer", "blocks.4", "--filters", "0",
+        "--images", dir.to_str().unwrap(), "--json", "--out", out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &doc[0]["derived"];
+    let r = &doc[0]["result"]["responses"];
+    let csi = |a: f64, b: f64| (a - b) / (a + b);
+    let (max, mean) = (&r["max"], &r["mean"]);
+    let expect = csi(max[0].as_f64().unwrap(), max[2].as_f64().unwrap());
+    assert!((d["csi"].as_f64().unwrap() - expect).abs() < 1e-12, "{d}");
+    let expect = csi(mean[0].as_f64().unwrap(), mean[2].as_f64().unwrap());
+    assert!((d["mean"]["csi"].as_f64().unwrap() - expect).abs() < 1e-12, "{d}");
 }

@@ -8,7 +8,9 @@ use common::{lite0_weights, photos};
 use tch::{Device, Kind, Tensor};
 use vephys_worker::image_io::{self, png_bytes};
 use vephys_worker::models::Network;
-use vephys_worker::synthesis::{synthesize, synthesize_pass, ColorMode, Status, SynthParams};
+use vephys_worker::synthesis::{
+    synthesize, synthesize_pass, ColorMode, Status, SynthParams, STARTS,
+};
 
 fn lite0() -> Network {
     let mut net = Network::build("efficientnet_lite0", Device::Cpu).unwrap();
@@ -156,7 +158,7 @@ fn single_colour_synthesis_leaves_the_other_channels_exactly_zero() {
 fn a_unit_with_no_gradient_is_reported_dead() {
     let net = Network::build("vgg16", Device::Cpu).unwrap();
     // Filter 3 of the first conv: zero weights and a negative bias => ReLU output 0 everywhere.
-    let params = net.parameters();
+    let params = net.parameters().unwrap();
     tch::no_grad(|| {
         let _ = params["features.0.weight"].get(3).zero_();
         let _ = params["features.0.bias"].get(3).fill_(-1.0);
@@ -166,6 +168,55 @@ fn a_unit_with_no_gradient_is_reported_dead() {
     assert_eq!(out[0].status, Status::Ok);
     assert_eq!(out[1].status, Status::Dead);
     assert_eq!(out[1].max_activity, 0.0);
+    assert_eq!((out[0].starts, out[1].starts), (1, STARTS), "every start tried");
+}
+
+/// A unit silent on one seeded start image but not on another is not dead: a ReLU unit that
+/// fires only where red exceeds a threshold t, with t between the reddest pixel of start 0 and
+/// that of a later start, must be revived by the later start. Thresholds are swept (the start
+/// images are the engine's), so the test finds such a t: every t below all starts' reddest
+/// pixel is alive at once, every t above them dead after all starts, and some t in between
+/// needs a second or third start.
+#[test]
+fn a_unit_is_dead_only_when_every_seeded_start_leaves_it_silent() {
+    let net = Network::build("vgg16", Device::Cpu).unwrap();
+    let params = net.parameters().unwrap();
+    let layer = net.layer_index("block1_conv1").unwrap();
+    let p = small(1, 16);
+    // eight filters alike: each has its own start images, so some filter's first start is
+    // not its reddest
+    let filters: Vec<i64> = (0..8).collect();
+    let mut outcomes: Vec<Vec<(u32, Status)>> = Vec::new();
+    for k in 0..=80 {
+        let t = 0.60 + 0.005 * f64::from(k);
+        tch::no_grad(|| {
+            for &f in &filters {
+                // relu(R - t) at the centre of the 3x3 window, in pixel space: the network
+                // normalises R as (R - 0.485) / 0.229 first
+                let mut w = params["features.0.weight"].get(f);
+                let _ = w.zero_();
+                let _ = w.get(0).get(1).get(1).fill_(0.229);
+                let _ = params["features.0.bias"].get(f).fill_(0.485 - t);
+            }
+        });
+        let out = synthesize(&net, layer, &filters, &p, &mut |_| {}).unwrap();
+        outcomes.push(out.iter().map(|o| (o.starts, o.status)).collect());
+    }
+    assert!(outcomes[0].iter().all(|o| o.0 == 1), "alive at once at t = 0.6: {outcomes:?}");
+    assert!(
+        outcomes.last().unwrap().iter().all(|o| *o == (STARTS, Status::Dead)),
+        "dead after every start at t = 1, above any pixel: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().flatten().any(|(starts, status)| *starts > 1 && *status == Status::Ok),
+        "no threshold revived by a later start: {outcomes:?}"
+    );
+    // per filter, a higher threshold never needs fewer starts
+    for w in outcomes.windows(2) {
+        for (a, b) in w[0].iter().zip(&w[1]) {
+            assert!(b.0 >= a.0, "{outcomes:?}");
+        }
+    }
 }
 
 #[test]

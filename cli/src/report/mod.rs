@@ -4,19 +4,17 @@
 //! a way to fetch artifact bytes (file:// or s3://, the caller's business). Output is
 //! `dir/index.html` plus `dir/images/<layer>_filter_NNNN[_r|_g|_b].png`.
 //!
-//! - `units.rs`: one summary row per unit (the `unit_summary` view's rules) and the text table;
-//! - `plots.rs`: one figure per probe result, derived numbers as captions;
-//! - `svg.rs`: the line and bar plots themselves;
 //! - `html.rs`: the page;
 //! - `files.rs`: verified fetching and the atomic write;
-//! - `fmt.rs`: escaping, numbers, dates, file-name slugs.
+//!
+//! and from the `vephys-results` crate, which the coordinator's results browser draws with too:
+//! `units` (one summary row per unit, the text table), `plots` (one figure per probe result),
+//! `svg` (the plots themselves) and `fmt` (escaping, numbers, dates, slugs).
 
 mod files;
-mod fmt;
 mod html;
-mod plots;
-mod svg;
-mod units;
+
+use vephys_results::{fmt, plots, units};
 
 #[cfg(test)]
 mod tests;

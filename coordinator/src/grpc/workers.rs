@@ -2,7 +2,8 @@
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{now_ms, Store};
+use crate::store::lease::LeaseAsk;
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -21,7 +22,7 @@ impl WorkersService {
 
     /// Counts refused stale writes before handing the error on.
     fn note(&self, error: Error) -> Status {
-        if matches!(error, Error::StaleLease { .. }) {
+        if matches!(error, Error::StaleLease { .. } | Error::NotLessee { .. }) {
             self.metrics.stale_writes.inc();
             tracing::info!(%error, "stale write refused");
         }
@@ -48,10 +49,13 @@ impl Workers for WorkersService {
     ) -> Result<Response<LeaseResponse>, Status> {
         let started = Instant::now();
         let r = request.get_ref();
-        let lease = self
-            .store
-            .lease(r.worker_id, r.max_jobs, &r.loaded_models, now_ms())
-            .await?;
+        let ask = LeaseAsk {
+            worker_id: r.worker_id,
+            max_jobs: r.max_jobs,
+            loaded_models: &r.loaded_models,
+            request_id: &r.request_id,
+        };
+        let lease = self.store.lease_for(ask, self.store.now_ms()).await?;
         self.metrics
             .lease_latency
             .observe(started.elapsed().as_secs_f64());
@@ -68,6 +72,7 @@ impl Workers for WorkersService {
         Ok(Response::new(LeaseResponse {
             jobs: lease.jobs,
             lease_expires_at_ms: lease.expires_at_ms,
+            model: lease.model,
         }))
     }
 
@@ -76,7 +81,8 @@ impl Workers for WorkersService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = request.get_ref();
-        let beat = self.store.heartbeat(r.worker_id, &r.jobs, now_ms()).await?;
+        let now = self.store.now_ms();
+        let beat = self.store.heartbeat(r.worker_id, &r.jobs, now).await?;
         Ok(Response::new(HeartbeatResponse {
             extended: beat.extended,
             lease_expires_at_ms: beat.expires_at_ms,
@@ -92,7 +98,7 @@ impl Workers for WorkersService {
         let r = request.get_ref();
         let done = self
             .store
-            .complete(r.worker_id, &r.jobs, now_ms())
+            .complete(r.worker_id, &r.jobs, self.store.now_ms())
             .await
             .map_err(|e| self.note(e))?;
         self.metrics
@@ -109,7 +115,7 @@ impl Workers for WorkersService {
         let r = request.get_ref();
         let failed = self
             .store
-            .fail(r.worker_id, &r.jobs, now_ms())
+            .fail(r.worker_id, &r.jobs, self.store.now_ms())
             .await
             .map_err(|e| self.note(e))?;
         self.metrics

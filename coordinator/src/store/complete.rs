@@ -1,6 +1,10 @@
 //! Completion: results, tuning points, artifacts and the job's new state, in one transaction.
 
-use super::{placeholders, value_rows, Dialect, Store, Tx, ROWS_PER_STATEMENT};
+use super::limits::{
+    check_count, check_len, MAX_ARTIFACTS_PER_JOB, MAX_BATCH, MAX_JSON_BYTES, MAX_POINTS_PER_JOB,
+    MAX_TEXT_BYTES,
+};
+use super::{placeholders, value_rows, value_rows_json, Dialect, Store, Tx, ROWS_PER_STATEMENT};
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -22,8 +26,12 @@ pub(crate) struct Fence {
     pub id: i64,
     pub state: String,
     pub attempt: i64,
+    /// The worker that holds (or last held) the lease.
+    pub worker_id: Option<i64>,
     pub leased_at: Option<i64>,
     pub max_attempts: i64,
+    /// The weights the job's campaign pinned at submission; empty when none were known.
+    pub pinned_sha256: String,
 }
 
 /// What the fence says about one write.
@@ -37,7 +45,15 @@ pub(crate) enum Verdict {
 }
 
 impl Fence {
-    pub(crate) fn check(&self, token: i64) -> Result<Verdict> {
+    /// Whether `worker_id`, showing `token`, may write this job: the token must be the job's
+    /// current attempt and the worker the one the attempt was leased to.
+    pub(crate) fn check(&self, token: i64, worker_id: i64) -> Result<Verdict> {
+        if self.attempt == token && self.worker_id != Some(worker_id) {
+            return Err(Error::NotLessee {
+                job_id: self.id,
+                worker_id,
+            });
+        }
         if self.attempt == token {
             match self.state.as_str() {
                 "leased" => return Ok(Verdict::Current),
@@ -64,12 +80,15 @@ pub(crate) async fn lock_jobs(
     ids: &[i64],
 ) -> Result<HashMap<i64, Fence>> {
     let lock = if dialect == Dialect::Postgres {
-        "FOR UPDATE"
+        "FOR UPDATE OF j"
     } else {
         ""
     };
     let sql = format!(
-        "SELECT id, state, attempt, leased_at, max_attempts FROM jobs WHERE id IN ({}) ORDER BY id {lock}",
+        "SELECT j.id, j.state, j.attempt, j.worker_id, j.leased_at, j.max_attempts,
+                c.weights_sha256 AS pinned_sha256
+         FROM jobs j JOIN campaigns c ON c.id = j.campaign_id
+         WHERE j.id IN ({}) ORDER BY j.id {lock}",
         placeholders(1, ids.len())
     );
     let mut query = sqlx::query_as::<_, Fence>(&sql);
@@ -117,6 +136,7 @@ impl Store {
                 "is empty; send at least one finished job",
             ));
         }
+        check_count("completion", "jobs", jobs, MAX_BATCH)?;
         let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
         unique_ids("completion", &ids)?;
         for (i, job) in jobs.iter().enumerate() {
@@ -131,14 +151,18 @@ impl Store {
         for job in jobs {
             // Any stale token refuses the whole request (nothing is written): the worker lost
             // that job and must resend the rest without it.
-            match fences[&job.job_id].check(job.token)? {
-                Verdict::Current => accepted.push(job),
+            let fence = &fences[&job.job_id];
+            match fence.check(job.token, worker_id)? {
+                Verdict::Current => {
+                    check_weights(fence, job)?;
+                    accepted.push(job)
+                }
                 Verdict::AlreadyDone => done.duplicate.push(job.job_id),
                 Verdict::Cancelled => done.cancelled.push(job.job_id),
             }
         }
         if !accepted.is_empty() {
-            write_completions(&mut tx, worker_id, &accepted, &fences, now).await?;
+            write_completions(&mut tx, self.dialect, worker_id, &accepted, &fences, now).await?;
         }
         tx.commit().await?;
         done.accepted = accepted.iter().map(|j| j.job_id).collect();
@@ -148,6 +172,7 @@ impl Store {
 
 async fn write_completions(
     tx: &mut Tx,
+    dialect: Dialect,
     worker_id: i64,
     jobs: &[&JobCompletion],
     fences: &HashMap<i64, Fence>,
@@ -161,7 +186,8 @@ async fn write_completions(
                                   params, params_hash, seed, device, library_versions, worker,
                                   duration_ms, created_at)
              VALUES {} ON CONFLICT (job_id) DO NOTHING",
-            value_rows(1, chunk.len(), 15)
+            // derived, params and library_versions are JSON documents
+            value_rows_json(dialect, 1, chunk.len(), 15, &[5, 7, 11])
         );
         let mut query = sqlx::query(&sql);
         for job in chunk {
@@ -294,6 +320,20 @@ async fn write_completions(
     Ok(())
 }
 
+/// A result must come from the weights its campaign pinned at submission (when it pinned any).
+fn check_weights(fence: &Fence, job: &JobCompletion) -> Result<()> {
+    let used = job
+        .result
+        .as_ref()
+        .and_then(|r| r.provenance.as_ref())
+        .map_or("", |p| p.weights_sha256.as_str());
+    let pinned = fence.pinned_sha256.as_str();
+    match pinned.is_empty() || used.eq_ignore_ascii_case(pinned) {
+        true => Ok(()),
+        false => Err(Error::WrongWeights { job_id: job.job_id }),
+    }
+}
+
 fn json_or(text: &str, empty: &str) -> String {
     if text.trim().is_empty() {
         empty.to_string()
@@ -330,6 +370,9 @@ fn check_completion(i: usize, job: &JobCompletion) -> Result<()> {
             format!("activity must be finite, got max {max_act} mean {mean_act}"),
         );
     }
+    check_len("completion", &format!("jobs[{i}].result.derived_json"), derived_json, MAX_JSON_BYTES)?;
+    let status = job.result.as_ref().map_or("", |r| r.status.as_str());
+    check_len("completion", &format!("jobs[{i}].result.status"), status, MAX_TEXT_BYTES)?;
     if !derived_json.trim().is_empty() && !is_json_object(derived_json) {
         return bad(
             "result.derived_json",
@@ -342,16 +385,32 @@ fn check_completion(i: usize, job: &JobCompletion) -> Result<()> {
             "is missing; every result must say how it was made".into(),
         );
     };
+    let field = |name: &str| format!("jobs[{i}].result.provenance.{name}");
+    check_len("completion", &field("params_json"), &p.params_json, MAX_JSON_BYTES)?;
+    check_len("completion", &field("library_versions_json"), &p.library_versions_json, MAX_JSON_BYTES)?;
+    for (name, value) in [
+        ("weights_sha256", &p.weights_sha256),
+        ("params_hash", &p.params_hash),
+        ("device", &p.device),
+        ("worker", &p.worker),
+    ] {
+        check_len("completion", &field(name), value, MAX_TEXT_BYTES)?;
+    }
     if !p.library_versions_json.trim().is_empty() && !is_json_object(&p.library_versions_json) {
         return bad(
             "result.provenance.library_versions_json",
             "is not a JSON object".into(),
         );
     }
+    check_count("completion", &format!("jobs[{i}].artifacts"), &job.artifacts, MAX_ARTIFACTS_PER_JOB)?;
+    check_count("completion", &format!("jobs[{i}].points"), &job.points, MAX_POINTS_PER_JOB)?;
     let mut kinds = HashSet::new();
     for (k, artifact) in job.artifacts.iter().enumerate() {
         if artifact.uri.is_empty() || artifact.kind.is_empty() {
             return bad(&format!("artifacts[{k}]"), "needs a kind and a uri".into());
+        }
+        for (name, value) in [("kind", &artifact.kind), ("uri", &artifact.uri), ("sha256", &artifact.sha256)] {
+            check_len("completion", &format!("jobs[{i}].artifacts[{k}].{name}"), value, MAX_TEXT_BYTES)?;
         }
         if !kinds.insert(artifact.kind.as_str()) {
             return bad(
@@ -359,6 +418,11 @@ fn check_completion(i: usize, job: &JobCompletion) -> Result<()> {
                 format!("kind `{}` appears twice in one job", artifact.kind),
             );
         }
+    }
+    for (k, point) in job.points.iter().enumerate() {
+        check_len("completion", &format!("jobs[{i}].points[{k}].probe"), &point.probe, MAX_TEXT_BYTES)?;
+        let label = point.label.as_deref().unwrap_or_default();
+        check_len("completion", &format!("jobs[{i}].points[{k}].label"), label, MAX_TEXT_BYTES)?;
     }
     if let Some(k) = job
         .points

@@ -4,11 +4,11 @@
 //! `(campaign_id, content_key)` unique constraint plus `ON CONFLICT DO NOTHING` make expansion
 //! idempotent, so a resubmitted or half-expanded campaign never gains duplicate jobs.
 
-use super::{models::find_layer, value_rows, Tx, ROWS_PER_STATEMENT};
+use super::{models::find_layer, value_rows_json, Dialect, Tx, ROWS_PER_STATEMENT};
 use crate::error::{Error, Result};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 use vephys_proto::spec::{CampaignSpec, Probe, SpecError};
 use vephys_proto::v1::Model;
 
@@ -16,16 +16,19 @@ use vephys_proto::v1::Model;
 #[derive(Debug, Clone)]
 pub(crate) struct NewJob {
     pub content_key: String,
-    pub layer: String,
+    /// Shared by the jobs of a layer: a campaign over a whole network is many jobs.
+    pub layer: Arc<str>,
     pub filter: i64,
     pub probe: Probe,
-    pub params: String,
+    /// Shared by the jobs of a probe.
+    pub params: Arc<str>,
 }
 
 /// Checks `spec` against the registry entry of its model and lists its jobs, synthesis jobs
 /// first. A probe that starts from the max image brings its filter's synthesis job along even
-/// when the spec does not list `synthesis`.
-pub(crate) fn plan(spec: &CampaignSpec, model: &Model) -> Result<Vec<NewJob>> {
+/// when the spec does not list `synthesis`. More than `max_jobs` jobs are refused before they
+/// are listed.
+pub(crate) fn plan(spec: &CampaignSpec, model: &Model, max_jobs: u64) -> Result<Vec<NewJob>> {
     spec.check().map_err(Error::invalid_spec)?;
     let mut probes = spec.probes.clone();
     if probes.iter().any(|p| p.needs_max_image()) {
@@ -40,6 +43,15 @@ pub(crate) fn plan(spec: &CampaignSpec, model: &Model) -> Result<Vec<NewJob>> {
     }
     spec.check_image_size(synthesis.image_size)
         .map_err(Error::invalid_spec)?;
+    if let Some(manifest) = super::models::manifest(model) {
+        manifest
+            .check_size(i64::from(synthesis.image_size))
+            .map_err(|reason| Error::invalid_spec(SpecError::new("synthesis.image_size", reason)))?;
+    }
+    let params: Vec<(Probe, Arc<str>)> = probes
+        .iter()
+        .map(|p| (*p, Arc::from(spec.job_params(*p, synthesis.image_size).to_json())))
+        .collect();
     let mut jobs = Vec::new();
     let mut seen_layers = Vec::new();
     for (i, name) in spec.layers.iter().enumerate() {
@@ -64,13 +76,27 @@ pub(crate) fn plan(spec: &CampaignSpec, model: &Model) -> Result<Vec<NewJob>> {
                 format!("layer `{}`: {reason}", layer.name),
             ))
         })?;
+        let total = jobs.len() as u64 + (filters.len() * params.len()) as u64;
+        if total > max_jobs {
+            return Err(Error::invalid_spec(SpecError::new(
+                "filters",
+                format!(
+                    "the campaign makes more than {max_jobs} jobs (layer `{}` alone {}), the most \
+                     this coordinator takes in one campaign (--max-campaign-jobs); split it by \
+                     layers or filters",
+                    layer.name,
+                    filters.len() * params.len()
+                ),
+            )));
+        }
+        let layer_name: Arc<str> = Arc::from(layer.name.as_str());
+        jobs.reserve(filters.len() * params.len());
         // Probes are the outer loop so synthesis jobs come first in id order and are leased first.
-        for probe in &probes {
-            let params = job_params(spec, &synthesis, *probe);
+        for (probe, params) in &params {
             for &filter in &filters {
                 jobs.push(NewJob {
-                    content_key: content_key(&model.name, &layer.name, filter, *probe, &params),
-                    layer: layer.name.clone(),
+                    content_key: content_key(&model.name, &layer.name, filter, *probe, params),
+                    layer: layer_name.clone(),
                     filter,
                     probe: *probe,
                     params: params.clone(),
@@ -79,33 +105,6 @@ pub(crate) fn plan(spec: &CampaignSpec, model: &Model) -> Result<Vec<NewJob>> {
         }
     }
     Ok(jobs)
-}
-
-/// The parameters a worker needs for one probe, as the JSON the job carries.
-fn job_params(
-    spec: &CampaignSpec,
-    synthesis: &vephys_proto::spec::SynthesisParams,
-    probe: Probe,
-) -> String {
-    // Every job names its image side so parametric probes (gratings, hues) show stimuli of the
-    // same size as the max images.
-    let mut params = json!({ "seed": spec.seed, "image_size": synthesis.image_size });
-    if probe == Probe::Synthesis || probe.needs_max_image() {
-        params["synthesis"] = json!(synthesis);
-    }
-    let own = match probe {
-        Probe::Synthesis => None,
-        Probe::Baseline => Some(json!(spec.baseline)),
-        Probe::Zoom => Some(json!(spec.zoom)),
-        Probe::Rotation => Some(json!(spec.rotation)),
-        Probe::Color => Some(json!(spec.color)),
-        Probe::Grating => Some(json!(spec.grating)),
-        Probe::Hue => Some(json!(spec.hue)),
-    };
-    if let Some(own) = own {
-        params[probe.as_str()] = own;
-    }
-    params.to_string()
 }
 
 fn content_key(model: &str, layer: &str, filter: i64, probe: Probe, params: &str) -> String {
@@ -117,23 +116,30 @@ fn content_key(model: &str, layer: &str, filter: i64, probe: Probe, params: &str
     hex::encode(hash.finalize())
 }
 
+/// What every job of a campaign shares.
+pub(crate) struct Campaign<'a> {
+    pub dialect: Dialect,
+    pub id: i64,
+    pub model: &'a str,
+    pub max_attempts: i64,
+    pub seed: i64,
+}
+
 /// Inserts the planned jobs of a campaign; returns how many were new. Runs inside the submit
 /// transaction, so a campaign is never visible half-expanded.
 pub(crate) async fn insert_jobs(
     tx: &mut Tx,
-    campaign_id: i64,
-    model: &str,
-    max_attempts: i64,
-    seed: i64,
+    campaign: &Campaign<'_>,
     jobs: &[NewJob],
     now: i64,
 ) -> Result<u64> {
+    let campaign_id = campaign.id;
     let (independent, dependent): (Vec<&NewJob>, Vec<&NewJob>) =
         jobs.iter().partition(|j| !j.probe.needs_max_image());
     let mut created = 0;
     for chunk in independent.chunks(ROWS_PER_STATEMENT) {
         let rows: Vec<(&NewJob, Option<i64>)> = chunk.iter().map(|j| (*j, None)).collect();
-        created += insert_chunk(tx, campaign_id, model, max_attempts, seed, &rows, now).await?;
+        created += insert_chunk(tx, campaign, &rows, now).await?;
     }
     if dependent.is_empty() {
         return Ok(created);
@@ -152,14 +158,14 @@ pub(crate) async fn insert_jobs(
     for chunk in dependent.chunks(ROWS_PER_STATEMENT) {
         let mut rows = Vec::with_capacity(chunk.len());
         for job in chunk {
-            let dep = synthesis.get(&(job.layer.clone(), job.filter)).copied();
+            let dep = synthesis.get(&(job.layer.to_string(), job.filter)).copied();
             debug_assert!(
                 dep.is_some(),
                 "plan() adds a synthesis job for every dependent job"
             );
             rows.push((*job, dep));
         }
-        created += insert_chunk(tx, campaign_id, model, max_attempts, seed, &rows, now).await?;
+        created += insert_chunk(tx, campaign, &rows, now).await?;
     }
     // A job whose synthesis already succeeded (a campaign resumed after a crash mid-expansion)
     // is runnable now; everything else waits for its synthesis job to complete.
@@ -176,10 +182,7 @@ pub(crate) async fn insert_jobs(
 
 async fn insert_chunk(
     tx: &mut Tx,
-    campaign_id: i64,
-    model: &str,
-    max_attempts: i64,
-    seed: i64,
+    campaign: &Campaign<'_>,
     rows: &[(&NewJob, Option<i64>)],
     now: i64,
 ) -> Result<u64> {
@@ -190,22 +193,22 @@ async fn insert_chunk(
                            depends_on, state, max_attempts, created_at)
          VALUES {}
          ON CONFLICT (campaign_id, content_key) DO NOTHING",
-        value_rows(1, rows.len(), 12)
+        value_rows_json(campaign.dialect, 1, rows.len(), 12, &[6])
     );
     let mut query = sqlx::query(&sql);
     for (job, dep) in rows {
         query = query
-            .bind(campaign_id)
+            .bind(campaign.id)
             .bind(job.content_key.as_str())
-            .bind(model)
-            .bind(job.layer.as_str())
+            .bind(campaign.model)
+            .bind(&*job.layer)
             .bind(job.filter)
             .bind(job.probe.as_str())
-            .bind(job.params.as_str())
-            .bind(seed)
+            .bind(&*job.params)
+            .bind(campaign.seed)
             .bind(*dep)
             .bind(if dep.is_some() { "waiting" } else { "queued" })
-            .bind(max_attempts)
+            .bind(campaign.max_attempts)
             .bind(now);
     }
     let done = query.execute(&mut **tx).await?;

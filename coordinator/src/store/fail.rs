@@ -5,6 +5,7 @@
 //! token and must keep rising.
 
 use super::complete::{lock_jobs, unique_ids, Verdict};
+use super::limits::{check_count, truncate, MAX_BATCH};
 use super::{Store, Tx};
 use crate::error::{Error, Result};
 use vephys_proto::v1::JobFailure;
@@ -28,6 +29,7 @@ impl Store {
                 "is empty; send at least one failed job",
             ));
         }
+        check_count("failure report", "jobs", jobs, MAX_BATCH)?;
         let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
         unique_ids("failure report", &ids)?;
         self.check_worker(worker_id).await?;
@@ -37,7 +39,7 @@ impl Store {
         let mut out = Failed::default();
         for job in jobs {
             let fence = &fences[&job.job_id];
-            match fence.check(job.token)? {
+            match fence.check(job.token, worker_id)? {
                 Verdict::Current => {}
                 Verdict::Cancelled => {
                     out.cancelled.push(job.job_id);
@@ -57,11 +59,11 @@ impl Store {
             let error = if job.error.trim().is_empty() {
                 "worker gave no error message"
             } else {
-                job.error.as_str()
+                truncate(&job.error)
             };
             sqlx::query(
-                "INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error, permanent)
-                 VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7)",
+                "INSERT INTO attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error, permanent, released)
+                 VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, $8)",
             )
             .bind(job.job_id)
             .bind(job.token)
@@ -70,6 +72,7 @@ impl Store {
             .bind(now)
             .bind(error)
             .bind(job.permanent && !job.released)
+            .bind(job.released)
             .execute(&mut *tx)
             .await?;
             if job.released {

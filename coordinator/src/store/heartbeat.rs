@@ -1,5 +1,6 @@
 //! Heartbeats: a worker extends the leases it still holds and learns which jobs to drop.
 
+use super::limits::{check_count, MAX_BATCH};
 use super::{placeholders, value_rows, Store};
 use crate::error::Result;
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ pub struct Beat {
 
 impl Store {
     pub async fn heartbeat(&self, worker_id: i64, jobs: &[JobProgress], now: i64) -> Result<Beat> {
+        check_count("heartbeat", "jobs", jobs, MAX_BATCH)?;
         self.touch_worker(worker_id, now).await?;
         let expires_at_ms = now + self.policy.lease_ms;
         let mut beat = Beat {
@@ -28,16 +30,20 @@ impl Store {
             return Ok(beat);
         }
         // One UPDATE for the whole batch, joined to a VALUES list of (job, token, progress).
-        // The token and state conditions are the fence: a lease that expired and was taken by
-        // another worker has a higher attempt number and is not extended.
+        // The token, worker and state conditions are the fence: a lease that expired and was
+        // taken by another worker has a higher attempt number and is not extended, and only
+        // the worker holding a lease extends it.
         let sql = format!(
             "UPDATE jobs SET lease_expires_at = $1, progress = v.column3
              FROM (VALUES {}) AS v
              WHERE jobs.id = v.column1 AND jobs.attempt = v.column2 AND jobs.state = 'leased'
+               AND jobs.worker_id = $2
              RETURNING id",
-            value_rows(2, jobs.len(), 3)
+            value_rows(3, jobs.len(), 3)
         );
-        let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(expires_at_ms);
+        let mut query = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(expires_at_ms)
+            .bind(worker_id);
         for job in jobs {
             query = query
                 .bind(job.job_id)
@@ -55,22 +61,26 @@ impl Store {
         }
         // Tell "your campaign was cancelled" apart from "you lost this lease".
         let sql = format!(
-            "SELECT id, state, attempt FROM jobs WHERE id IN ({})",
+            "SELECT id, state, attempt, worker_id FROM jobs WHERE id IN ({})",
             placeholders(1, missed.len())
         );
-        let mut query = sqlx::query_as::<_, (i64, String, i64)>(&sql);
+        let mut query = sqlx::query_as::<_, (i64, String, i64, Option<i64>)>(&sql);
         for job in &missed {
             query = query.bind(job.job_id);
         }
-        let current: HashMap<i64, (String, i64)> = query
+        let current: HashMap<i64, (String, i64, Option<i64>)> = query
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(|(id, state, attempt)| (id, (state, attempt)))
+            .map(|(id, state, attempt, holder)| (id, (state, attempt, holder)))
             .collect();
         for job in missed {
             match current.get(&job.job_id) {
-                Some((state, attempt)) if state == "cancelled" && *attempt == job.token => {
+                Some((state, attempt, holder))
+                    if state == "cancelled"
+                        && *attempt == job.token
+                        && *holder == Some(worker_id) =>
+                {
                     beat.cancelled.push(job.job_id)
                 }
                 _ => beat.lost.push(job.job_id),

@@ -1,10 +1,19 @@
 //! The model registry: which models exist, their input size, weights and layer shapes.
-//! Campaigns are validated against it; workers fill it from `vephys-worker layers --json`.
+//! Campaigns are validated against it. It belongs to users (`vephys models add`, which may
+//! replace an entry after a weights update); workers add the models it does not know yet
+//! (`vephys-worker layers --json`) but never change a registered one, so a worker that holds
+//! other weights cannot swap the weights of the campaigns that follow.
 
-use super::{now_ms, Store};
+use super::limits::{check_len, MAX_TEXT_BYTES};
+use super::{now_ms, Store, Tx};
 use crate::error::{Error, Result};
 use std::collections::HashSet;
+use vephys_proto::manifest::Manifest;
+use vephys_proto::params::{MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_LAYERS, MAX_NAME_LEN};
 use vephys_proto::v1::{Layer, Model};
+
+/// Most aliases one layer has.
+const MAX_ALIASES: usize = 64;
 
 #[derive(sqlx::FromRow)]
 struct ModelRow {
@@ -13,6 +22,7 @@ struct ModelRow {
     input_size: i64,
     weights_uri: String,
     weights_sha256: String,
+    manifest: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -26,52 +36,58 @@ struct LayerRow {
 }
 
 impl Store {
-    /// Adds a model or replaces its description (a re-registration after a weights update).
+    /// Adds a model or replaces its description (a user's re-registration after a weights
+    /// update). Campaigns submitted before keep the weights they pinned.
     pub async fn register_model(&self, model: &Model) -> Result<()> {
         check_model(model)?;
-        let now = now_ms();
-        {
-            let mut tx = self.begin_write().await?;
-            // Upsert rather than insert: workers re-register their models at every start.
-            sqlx::query(
-                "INSERT INTO models (name, architecture, input_size, weights_uri, weights_sha256, registered_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (name) DO UPDATE SET architecture = excluded.architecture,
-                     input_size = excluded.input_size, weights_uri = excluded.weights_uri,
-                     weights_sha256 = excluded.weights_sha256",
-            )
-            .bind(&model.name)
-            .bind(&model.architecture)
-            .bind(model.input_size)
-            .bind(&model.weights_uri)
-            .bind(model.weights_sha256.to_lowercase())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            // The layer table is replaced whole so a renamed layer does not linger.
-            sqlx::query("DELETE FROM model_layers WHERE model = $1")
-                .bind(&model.name)
-                .execute(&mut *tx)
-                .await?;
-            for (position, layer) in model.layers.iter().enumerate() {
-                let aliases = serde_json::to_string(&layer.aliases).expect("strings serialize");
-                sqlx::query(
-                    "INSERT INTO model_layers (model, position, name, aliases, channels, height, width)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&model.name)
-                .bind(position as i64)
-                .bind(&layer.name)
-                .bind(aliases)
-                .bind(layer.channels)
-                .bind(layer.height)
-                .bind(layer.width)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO models (name, architecture, input_size, weights_uri, weights_sha256, manifest, registered_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (name) DO UPDATE SET architecture = excluded.architecture,
+                 input_size = excluded.input_size, weights_uri = excluded.weights_uri,
+                 weights_sha256 = excluded.weights_sha256, manifest = excluded.manifest",
+        )
+        .bind(&model.name)
+        .bind(&model.architecture)
+        .bind(model.input_size)
+        .bind(&model.weights_uri)
+        .bind(model.weights_sha256.to_lowercase())
+        .bind(&model.manifest_json)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        write_layers(&mut tx, model).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Adds `model` unless the registry has a model of that name already, which is left as it
+    /// is (a worker's registration); returns whether it was added.
+    pub async fn add_missing_model(&self, model: &Model) -> Result<bool> {
+        check_model(model)?;
+        let mut tx = self.begin_write().await?;
+        let added = sqlx::query(
+            "INSERT INTO models (name, architecture, input_size, weights_uri, weights_sha256, manifest, registered_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&model.name)
+        .bind(&model.architecture)
+        .bind(model.input_size)
+        .bind(&model.weights_uri)
+        .bind(model.weights_sha256.to_lowercase())
+        .bind(&model.manifest_json)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if added {
+            write_layers(&mut tx, model).await?;
+        }
+        tx.commit().await?;
+        Ok(added)
     }
 
     pub async fn model(&self, name: &str) -> Result<Option<Model>> {
@@ -87,7 +103,7 @@ impl Store {
         // `$1 IS NULL OR …` keeps one statement for "one model" and "all models".
         let (models, layers) = {
             let models: Vec<ModelRow> = sqlx::query_as(
-                "SELECT name, architecture, input_size, weights_uri, weights_sha256 FROM models
+                "SELECT name, architecture, input_size, weights_uri, weights_sha256, manifest FROM models
                  WHERE $1 IS NULL OR name = $1 ORDER BY name",
             )
             .bind(only)
@@ -122,9 +138,81 @@ impl Store {
                 weights_sha256: row.weights_sha256,
                 weights_uri: row.weights_uri,
                 layers,
+                manifest_json: row.manifest,
             });
         }
         Ok(out)
+    }
+}
+
+/// Replaces a model's layer table whole, so a renamed layer does not linger.
+async fn write_layers(tx: &mut Tx, model: &Model) -> Result<()> {
+    sqlx::query("DELETE FROM model_layers WHERE model = $1")
+        .bind(&model.name)
+        .execute(&mut **tx)
+        .await?;
+    for (position, layer) in model.layers.iter().enumerate() {
+        let aliases = serde_json::to_string(&layer.aliases).expect("strings serialize");
+        sqlx::query(
+            "INSERT INTO model_layers (model, position, name, aliases, channels, height, width)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&model.name)
+        .bind(position as i64)
+        .bind(&layer.name)
+        .bind(aliases)
+        .bind(layer.channels)
+        .bind(layer.height)
+        .bind(layer.width)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An exported model's manifest must describe the model it comes with: same name, input size,
+/// archive hash and layers, so what campaigns are checked against is what workers run.
+fn check_manifest(model: &Model) -> Result<()> {
+    let bad = |field: &str, reason: String| Err(Error::invalid("model", field, reason));
+    let manifest = match Manifest::parse(&model.manifest_json) {
+        Ok(m) => m,
+        Err(e) => return bad(&format!("manifest.{}", e.field), e.reason),
+    };
+    if manifest.model != model.name || manifest.input_size != model.input_size {
+        return bad(
+            "manifest",
+            format!(
+                "describes {} at {} px, not {} at {} px; register the model.json vephys-export wrote as it is",
+                manifest.model, manifest.input_size, model.name, model.input_size
+            ),
+        );
+    }
+    if !manifest.weights_sha256.eq_ignore_ascii_case(&model.weights_sha256) {
+        return bad(
+            "manifest",
+            "names another archive (weights_sha256) than the model; register the model.json vephys-export wrote as it is".into(),
+        );
+    }
+    let same_layers = manifest.layers.len() == model.layers.len()
+        && manifest.layers.iter().zip(&model.layers).all(|(m, l)| {
+            (&m.name, &m.aliases, m.channels, m.height, m.width)
+                == (&l.name, &l.aliases, l.channels, l.height, l.width)
+        });
+    if !same_layers {
+        return bad(
+            "manifest",
+            "lists other layers than the model; register the model.json vephys-export wrote as it is".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The manifest of an exported model, None for a built-in one.
+pub fn manifest(model: &Model) -> Option<Manifest> {
+    match model.manifest_json.is_empty() {
+        true => None,
+        // checked when it was registered
+        false => Manifest::parse(&model.manifest_json).ok(),
     }
 }
 
@@ -136,15 +224,40 @@ pub fn find_layer<'m>(model: &'m Model, name: &str) -> Option<&'m Layer> {
         .find(|l| l.name == name || l.aliases.iter().any(|a| a == name))
 }
 
+/// Checks a model description before it enters the registry: names, sizes and list lengths
+/// within the contract's limits (a campaign over it must fit in memory), weights named
+/// consistently.
 fn check_model(model: &Model) -> Result<()> {
     let bad = |field: String, reason: String| Err(Error::invalid("model", field, reason));
     if model.name.trim().is_empty() {
         return bad("model".into(), "is empty; name the model".into());
     }
-    if model.input_size <= 0 {
+    check_name("model", &model.name)?;
+    check_len("model", "architecture", &model.architecture, MAX_TEXT_BYTES)?;
+    check_len("model", "weights_uri", &model.weights_uri, MAX_TEXT_BYTES)?;
+    let uri = &model.weights_uri;
+    if !(uri.is_empty() || uri.starts_with("s3://") || uri.starts_with("file://")) {
+        return bad(
+            "weights_uri".into(),
+            "is not an s3:// or file:// uri in the workers' object store; upload the weights with `vephys models add --store`".into(),
+        );
+    }
+    if !(1..=i64::from(MAX_IMAGE_SIZE)).contains(&model.input_size) {
         return bad(
             "input_size".into(),
-            format!("{} is not a positive image size", model.input_size),
+            format!(
+                "{} is not an image size in 1..={MAX_IMAGE_SIZE}",
+                model.input_size
+            ),
+        );
+    }
+    if model.layers.len() > MAX_LAYERS {
+        return bad(
+            "layers".into(),
+            format!(
+                "{} layers are more than the {MAX_LAYERS} a model may describe",
+                model.layers.len()
+            ),
         );
     }
     let sha = &model.weights_sha256;
@@ -160,16 +273,39 @@ fn check_model(model: &Model) -> Result<()> {
             "is empty; describe at least one layer".into(),
         );
     }
+    if !model.manifest_json.is_empty() {
+        check_manifest(model)?;
+    }
     let mut names = HashSet::new();
     for (i, layer) in model.layers.iter().enumerate() {
         if layer.name.is_empty() {
             return bad(format!("layers[{i}].name"), "is empty".into());
+        }
+        check_name(&format!("layers[{i}].name"), &layer.name)?;
+        if layer.aliases.len() > MAX_ALIASES {
+            return bad(
+                format!("layers[{i}].aliases"),
+                format!("has {} entries; at most {MAX_ALIASES} are accepted", layer.aliases.len()),
+            );
+        }
+        for (k, alias) in layer.aliases.iter().enumerate() {
+            check_name(&format!("layers[{i}].aliases[{k}]"), alias)?;
         }
         if layer.channels <= 0 || layer.height <= 0 || layer.width <= 0 {
             return bad(
                 format!("layers[{i}]"),
                 format!(
                     "layer `{}` has shape {}x{}x{}; channels, height and width must be positive",
+                    layer.name, layer.channels, layer.height, layer.width
+                ),
+            );
+        }
+        let side = i64::from(MAX_IMAGE_SIZE);
+        if layer.channels > MAX_CHANNELS || layer.height > side || layer.width > side * side {
+            return bad(
+                format!("layers[{i}]"),
+                format!(
+                    "layer `{}` has shape {}x{}x{}; at most {MAX_CHANNELS} channels and {side} rows are accepted",
                     layer.name, layer.channels, layer.height, layer.width
                 ),
             );
@@ -184,6 +320,22 @@ fn check_model(model: &Model) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// A name (of a model, layer or alias) as it may appear in object keys and queries: at most
+/// [`MAX_NAME_LEN`] characters, no `/`, `\` or control characters, not `.` or `..`.
+fn check_name(field: &str, name: &str) -> Result<()> {
+    let bad = |reason: String| Err(Error::invalid("model", field, reason));
+    if name.chars().count() > MAX_NAME_LEN {
+        return bad(format!("is longer than {MAX_NAME_LEN} characters"));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+        return bad(format!(
+            "`{}` is not a name: it is . or .., or holds /, \\ or a control character",
+            name.escape_default()
+        ));
     }
     Ok(())
 }

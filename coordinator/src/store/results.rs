@@ -64,10 +64,11 @@ impl Store {
     ) -> Result<Vec<JobResult>> {
         // Keyset pagination on the job id: stable while workers keep completing jobs, and each
         // page is an index range scan however deep the reader is.
-        let rows: Vec<ResultRow> = sqlx::query_as(
+        let json = |c| self.dialect.json_text(c);
+        let sql = format!(
             "SELECT j.id AS job_id, j.layer, j.filter, j.probe, r.attempt, r.max_act, r.mean_act,
-                    r.status, r.derived, r.weights_sha256, r.params, r.params_hash, r.seed, r.device,
-                    r.library_versions, r.worker, r.duration_ms
+                    r.status, {} AS derived, r.weights_sha256, {} AS params, r.params_hash, r.seed,
+                    r.device, {} AS library_versions, r.worker, r.duration_ms
              FROM jobs j JOIN results r ON r.job_id = j.id
              WHERE j.campaign_id = $1 AND j.id > $2
                AND ($3 IS NULL OR j.layer = $3)
@@ -75,7 +76,11 @@ impl Store {
                AND ($5 IS NULL OR j.probe = $5)
              ORDER BY j.id
              LIMIT $6",
-        )
+            json("r.derived"),
+            json("r.params"),
+            json("r.library_versions")
+        );
+        let rows: Vec<ResultRow> = sqlx::query_as(&sql)
         .bind(filter.campaign_id)
         .bind(after)
         .bind(filter.layer.as_deref())

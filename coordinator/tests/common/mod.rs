@@ -2,12 +2,12 @@
 //! coordinator on a real TCP port.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use sha2::Digest;
+
 use std::sync::Arc;
 use std::time::Duration;
 use vephys_coordinator::auth::Tokens;
 use vephys_coordinator::metrics::Metrics;
-use vephys_coordinator::server::{serve_grpc, Settings};
+use vephys_coordinator::server::{serve_grpc_with_options, DbHealth, ServeOptions, Settings};
 use vephys_coordinator::store::{Connect, Policy, Store};
 use vephys_proto::v1::{Layer, Model, RegisterWorkerRequest};
 
@@ -71,7 +71,7 @@ pub async fn open(backend: Backend, name: &str, policy: Policy) -> TestDb {
             }
         }
         Backend::Postgres => {
-            let url = fresh_postgres(name).await;
+            let url = vephys_coordinator::testing::fresh_postgres(name).await;
             let store = Store::open(
                 Connect {
                     url: &url,
@@ -87,45 +87,6 @@ pub async fn open(backend: Backend, name: &str, policy: Policy) -> TestDb {
                 _dir: None,
             }
         }
-    }
-}
-
-/// Drops and recreates a database named after the test (so reruns start clean and nothing
-/// accumulates), and returns its URL.
-async fn fresh_postgres(name: &str) -> String {
-    use sqlx::Connection;
-    let base = std::env::var("VEPHYS_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        panic!("VEPHYS_TEST_DATABASE_URL is not set; start Postgres with `bash scripts/postgres.sh` and export the URL it prints")
-    });
-    assert!(
-        base.starts_with("postgres://") && !base.contains('\n'),
-        "VEPHYS_TEST_DATABASE_URL must be one postgres:// url, got {base:?}"
-    );
-    // Postgres names stop at 63 bytes: keep a readable prefix and make it unique with a hash.
-    let clean = name
-        .to_lowercase()
-        .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
-    let hash = sha2::Sha256::digest(name.as_bytes());
-    let db = format!(
-        "vt_{}_{}",
-        &clean[..clean.len().min(40)],
-        hex::encode(&hash[..4])
-    );
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to VEPHYS_TEST_DATABASE_URL");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop test database");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    admin.close().await.ok();
-    match base.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{db}"),
-        None => panic!("VEPHYS_TEST_DATABASE_URL {base} has no database path"),
     }
 }
 
@@ -160,6 +121,7 @@ pub fn test_model(name: &str) -> Model {
                 width: 1,
             },
         ],
+        manifest_json: String::new(),
     }
 }
 
@@ -192,6 +154,11 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub async fn start(store: Store, tokens: Tokens) -> Coordinator {
+        Self::start_with(store, tokens, ServeOptions::default()).await
+    }
+
+    /// [`Coordinator::start`] with the stream limit and keepalive given.
+    pub async fn start_with(store: Store, tokens: Tokens, options: ServeOptions) -> Coordinator {
         let store = Arc::new(store);
         let metrics = Arc::new(Metrics::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -205,12 +172,14 @@ impl Coordinator {
             tls: None,
         };
         let (s, m) = (store.clone(), metrics.clone());
+        let health = DbHealth::spawn(s.clone(), DbHealth::DEFAULT_INTERVAL, DbHealth::DEFAULT_TIMEOUT);
         tokio::spawn(async move {
-            serve_grpc(s, m, settings, listener, async {
+            let shutdown = async {
                 rx.await.ok();
-            })
-            .await
-            .expect("grpc server runs");
+            };
+            serve_grpc_with_options(s, m, settings, options, health, listener, shutdown)
+                .await
+                .expect("grpc server runs");
         });
         Coordinator {
             addr,

@@ -20,17 +20,16 @@ use serde_json::{json, Value};
 use vephys_worker::filters::parse_filters;
 use vephys_worker::image_io::{png_bytes, write_atomic};
 use vephys_worker::models::Network;
-use vephys_worker::plot::{figure, Panel};
+use vephys_worker::figure::tuning_figure;
 use vephys_worker::probes::{
-    baseline, color, grating, hue, rotation, zoom, Curve, MaxImage, ProbeKind, ProbeParams,
-    ProbeResult,
+    self, color, Input, MaxImage, Probe, ProbeParams, ProbeResult, PROBES,
 };
 use vephys_worker::provenance::Provenance;
 use vephys_worker::synthesis::{synthesize, ColorMode, Status, SynthOutcome, SynthParams};
 
-use super::probe::{check_out_dir, params_hash, ProbeFlags};
+use super::probe::{check_out_dir, params_hash, parse_probe, ProbeFlags};
 use super::synth::SynthFlags;
-use super::ModelArgs;
+use super::{ModelArgs, PrecisionArgs};
 
 #[derive(Args)]
 pub struct CharacterizeArgs {
@@ -49,15 +48,18 @@ pub struct CharacterizeArgs {
     #[arg(long, env = "VEPHYS_OUT")]
     out: PathBuf,
 
-    /// Probes to run, comma-separated
-    #[arg(long, env = "VEPHYS_PROBES", value_enum, value_delimiter = ',', default_values_t = ProbeKind::ALL)]
-    probes: Vec<ProbeKind>,
+    /// Probes to run, comma-separated: baseline, zoom, rotation, color, grating, hue
+    #[arg(long, env = "VEPHYS_PROBES", value_parser = parse_probe, value_delimiter = ',', default_values_t = PROBES)]
+    probes: Vec<Probe>,
 
     #[command(flatten)]
     synth: SynthFlags,
 
     #[command(flatten)]
     params: ProbeFlags,
+
+    #[command(flatten)]
+    precision: PrecisionArgs,
 
     /// Print a JSON summary on stdout instead of a table
     #[arg(long)]
@@ -70,21 +72,21 @@ struct Plan {
     layer: usize,
     layer_name: String,
     filters: Vec<i64>,
-    probes: Vec<ProbeKind>,
+    probes: Vec<Probe>,
     synth: SynthParams,
     params: ProbeParams,
     provenance: Provenance,
 }
 
 impl Plan {
-    fn wants(&self, kind: ProbeKind) -> bool {
+    fn wants(&self, kind: Probe) -> bool {
         self.probes.contains(&kind)
     }
 }
 
 pub fn run(args: CharacterizeArgs) -> Result<()> {
     let plan = plan(&args)?;
-    let colours = if plan.wants(ProbeKind::Color) { 4 } else { 1 };
+    let colours = if plan.wants(Probe::Color) { 4 } else { 1 };
     let bar = ProgressBar::new(plan.filters.len() as u64 * plan.synth.steps as u64 * colours)
         .with_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} image-steps eta {eta}")
@@ -98,7 +100,7 @@ pub fn run(args: CharacterizeArgs) -> Result<()> {
     let shared_seconds = started.elapsed().as_secs_f64() / plan.filters.len() as f64;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("create output directory {}", args.out.display()))?;
-    if plan.wants(ProbeKind::Color) {
+    if plan.wants(Probe::Color) {
         for c in color::CHANNELS {
             std::fs::create_dir_all(args.out.join(c))
                 .with_context(|| format!("create {}", args.out.join(c).display()))?;
@@ -108,7 +110,7 @@ pub fn run(args: CharacterizeArgs) -> Result<()> {
     for chunk in plan.filters.chunks(args.synth.batch) {
         let tick = &mut |n| bar.inc(n);
         let rgb = synthesize(&plan.net, plan.layer, chunk, &plan.synth, tick)?;
-        let single = if plan.wants(ProbeKind::Color) {
+        let single = if plan.wants(Probe::Color) {
             let mut runs = Vec::with_capacity(3);
             for mode in [ColorMode::R, ColorMode::G, ColorMode::B] {
                 let p = SynthParams {
@@ -153,7 +155,13 @@ pub fn run(args: CharacterizeArgs) -> Result<()> {
 
 /// Checks every input before anything is computed or written.
 fn plan(args: &CharacterizeArgs) -> Result<Plan> {
-    let synth = args.synth.params(ColorMode::Rgb);
+    check_out_dir(&args.out)?;
+    let net = args.model.load()?;
+    let precision = args.precision.resolve(&net)?;
+    let synth = SynthParams {
+        precision,
+        ..args.synth.params(ColorMode::Rgb, net.input_size())
+    };
     synth.validate()?;
     if args.synth.batch == 0 {
         anyhow::bail!("bad value for --batch: 0; use at least 1");
@@ -167,16 +175,17 @@ fn plan(args: &CharacterizeArgs) -> Result<Plan> {
     if probes.is_empty() {
         anyhow::bail!("bad value for --probes: the list is empty; name at least one probe");
     }
-    let params = args.params.params()?;
-    if probes.contains(&ProbeKind::Grating) {
-        params.check_frequencies(synth.size)?;
+    let params = ProbeParams {
+        precision,
+        ..args.params.params()?
+    };
+    if probes.contains(&Probe::Grating) {
+        params.grating.frequencies(synth.size as u32)?;
     }
-    check_out_dir(&args.out)?;
-    let net = args.model.load()?;
     let layer = net.layer_index(&args.layer)?;
     let shape = net.check_size(layer, synth.size)?;
     let filters = parse_filters(&args.filters, shape.channels, &shape.name)?;
-    let provenance = Provenance::of(&net);
+    let provenance = Provenance::of(&net, precision);
     Ok(Plan {
         net,
         layer,
@@ -195,18 +204,13 @@ type ByFilter = BTreeMap<i64, Vec<ProbeResult>>;
 fn shared_probes(plan: &Plan) -> Result<ByFilter> {
     let (net, layer, size, p) = (&plan.net, plan.layer, plan.synth.size, &plan.params);
     let mut out = ByFilter::new();
-    if plan.wants(ProbeKind::Grating) {
-        let results = grating::run(net, layer, &plan.filters, size, p)?;
-        for (f, r) in plan.filters.iter().zip(results) {
-            out.entry(*f)
-                .or_default()
-                .push(ProbeResult::Grating(Box::new(r)));
+    for probe in [Probe::Grating, Probe::Hue] {
+        if !plan.wants(probe) {
+            continue;
         }
-    }
-    if plan.wants(ProbeKind::Hue) {
-        let results = hue::run(net, layer, &plan.filters, size, p)?;
+        let results = probes::run(net, layer, probe, &plan.filters, Input::Size(size), p)?;
         for (f, r) in plan.filters.iter().zip(results) {
-            out.entry(*f).or_default().push(ProbeResult::Hue(r));
+            out.entry(*f).or_default().push(r);
         }
     }
     Ok(out)
@@ -236,23 +240,10 @@ fn image_probes(
             out.entry(*f).or_default().push(r);
         }
     };
-    if plan.wants(ProbeKind::Baseline) {
-        add(baseline::run(net, layer, &filters, &images, p)?
-            .into_iter()
-            .map(ProbeResult::Baseline)
-            .collect());
-    }
-    if plan.wants(ProbeKind::Zoom) {
-        add(zoom::run(net, layer, &filters, &images, p)?
-            .into_iter()
-            .map(ProbeResult::Zoom)
-            .collect());
-    }
-    if plan.wants(ProbeKind::Rotation) {
-        add(rotation::run(net, layer, &filters, &images, p)?
-            .into_iter()
-            .map(ProbeResult::Rotation)
-            .collect());
+    for probe in [Probe::Baseline, Probe::Zoom, Probe::Rotation] {
+        if plan.wants(probe) {
+            add(probes::run(net, layer, probe, &filters, Input::MaxImages(&images), p)?);
+        }
     }
     if let Some(runs) = single {
         let mut triples = Vec::with_capacity(live.len());
@@ -271,10 +262,8 @@ fn image_probes(
             let [r, g, b]: [MaxImage; 3] = triple.try_into().expect("three channels");
             triples.push([r, g, b]);
         }
-        add(color::run(net, layer, &filters, &triples, p)?
-            .into_iter()
-            .map(ProbeResult::Color)
-            .collect());
+        let input = Input::SingleColour(&triples);
+        add(probes::run(net, layer, Probe::Color, &filters, input, p)?);
     }
     Ok(out)
 }
@@ -316,16 +305,15 @@ fn write_filter(
     let mut by_probe = serde_json::Map::new();
     for result in probes {
         let mut v = serde_json::to_value(result)?;
-        let name = v["probe"].as_str().unwrap_or_default().to_string();
         v.as_object_mut().map(|o| o.remove("probe"));
-        by_probe.insert(name, v);
+        v["derived"] = serde_json::to_value(result.derived())?;
+        by_probe.insert(result.probe().to_string(), v);
     }
     let figure_name = if rgb.status == Status::Ok {
         let title = format!("{} {} #{f}", plan.net.name(), plan.layer_name);
-        write_atomic(
-            &out.join(format!("{stem}_tuning.png")),
-            &figure(&title, &rgb.image, &panels(probes))?,
-        )?;
+        let figure = tuning_figure(&title, &png_bytes(&rgb.image)?, probes)?;
+        write_atomic(&out.join(format!("{stem}_tuning.svg")), figure.svg.as_bytes())?;
+        write_atomic(&out.join(format!("{stem}_tuning.png")), &figure.png)?;
         Some(format!("{stem}_tuning.png"))
     } else {
         None
@@ -345,6 +333,9 @@ fn write_filter(
         "seed": plan.synth.seed,
         "weights_sha256": plan.provenance.weights_sha256,
         "device": plan.provenance.device,
+        "precision": plan.provenance.precision,
+        "mixed_precision": plan.provenance.mixed_precision,
+        "memory_format": plan.provenance.memory_format,
         "versions": plan.provenance.versions,
         "host": plan.provenance.host,
         "timings": timings,
@@ -392,70 +383,6 @@ fn outcome_json(o: &SynthOutcome, image: Option<String>) -> Value {
         "mean_activity": o.mean_activity,
         "objective_trajectory": o.trajectory,
     })
-}
-
-/// One figure panel per curve, in probe order.
-fn panels(results: &[ProbeResult]) -> Vec<Panel> {
-    let curve = |title: &str, c: &Curve, log_x: bool| Panel::Curve {
-        title: title.to_string(),
-        x: c.values.clone(),
-        log_x,
-        mean: c.responses.mean.clone(),
-        max: c.responses.max.clone(),
-    };
-    let mut panels = Vec::new();
-    for result in results {
-        match result {
-            ProbeResult::Baseline(b) => panels.push(Panel::Bars {
-                title: "baseline".into(),
-                colours: vec![
-                    [31, 119, 180],
-                    [120, 170, 210],
-                    [128, 128, 128],
-                    [215, 215, 215],
-                    [150, 110, 80],
-                ],
-                groups: vec![
-                    "max".into(),
-                    "aper".into(),
-                    "gray".into(),
-                    "white".into(),
-                    "noise".into(),
-                ],
-                mean: b.responses.mean.clone(),
-                max: b.responses.max.clone(),
-            }),
-            ProbeResult::Zoom(z) => panels.push(curve("zoom factor", &z.curve, true)),
-            ProbeResult::Rotation(r) => panels.push(curve("rotation (deg)", &r.curve, false)),
-            ProbeResult::Color(c) => panels.push(Panel::Bars {
-                title: "color: own, moved, gray".into(),
-                colours: color_bar_colours(),
-                groups: vec!["R img".into(), "G img".into(), "B img".into()],
-                mean: c.responses.mean.clone(),
-                max: c.responses.max.clone(),
-            }),
-            ProbeResult::Grating(g) => {
-                panels.push(curve("grating orientation", &g.orientation, false));
-                panels.push(curve("grating cycles/image", &g.frequency, true));
-            }
-            ProbeResult::Hue(h) => panels.push(curve("hue (deg)", &h.curve, false)),
-        }
-    }
-    panels
-}
-
-/// Each colour-probe bar in the colour its stimulus shows: the channel it is in, gray last.
-fn color_bar_colours() -> Vec<[u8; 3]> {
-    let pure = [[214, 39, 40], [44, 160, 44], [31, 119, 180]];
-    let mut colours = Vec::with_capacity(12);
-    for c in 0..3 {
-        colours.push(pure[c]);
-        for d in (0..3).filter(|d| *d != c) {
-            colours.push(pure[d]);
-        }
-        colours.push([128, 128, 128]);
-    }
-    colours
 }
 
 fn print_summary(args: &CharacterizeArgs, plan: &Plan, summary: &[Value]) -> Result<()> {

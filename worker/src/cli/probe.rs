@@ -12,14 +12,17 @@ use tch::Tensor;
 use vephys_worker::filters::parse_filters;
 use vephys_worker::image_io::{self, write_atomic};
 use vephys_worker::models::Network;
+use vephys_worker::probes::params::{
+    BaselineParams, ColorParams, Field, GratingParams, HueParams, RotationParams, ZoomParams,
+};
 use vephys_worker::probes::{
-    baseline, color, grating, hue, parse_values, rotation, zoom, MaxImage, ProbeInput, ProbeKind,
-    ProbeParams, ProbeResult, ZoomFill,
+    self, color, needs, parse_values, Input, MaxImage, Needs, Probe, ProbeParams, ProbeResult,
+    ZoomFill,
 };
 use vephys_worker::provenance::Provenance;
 use vephys_worker::WorkerError;
 
-use super::ModelArgs;
+use super::{ModelArgs, PrecisionArgs};
 
 #[derive(Args)]
 pub struct ProbeArgs {
@@ -27,8 +30,8 @@ pub struct ProbeArgs {
     model: ModelArgs,
 
     /// Probe to run: baseline, zoom, rotation, color (the paper's), grating, hue
-    #[arg(long, env = "VEPHYS_PROBE", value_enum)]
-    probe: ProbeKind,
+    #[arg(long, env = "VEPHYS_PROBE", value_parser = parse_probe)]
+    probe: Probe,
 
     /// Layer to record from (name or alias; see `vephys-worker layers`)
     #[arg(long, env = "VEPHYS_LAYER")]
@@ -48,78 +51,65 @@ pub struct ProbeArgs {
     #[arg(long, env = "VEPHYS_OUT")]
     out: PathBuf,
 
-    /// Image side in pixels: the size of grating and hue stimuli (default 224); for the other
-    /// probes, the size every max image must have (default: whatever they share)
+    /// Image side in pixels: the size of grating and hue stimuli (default: the model's input
+    /// size, 224 for the built-in models); for the other probes, the size every max image must
+    /// have (default: whatever they share)
     #[arg(long, env = "VEPHYS_SIZE", allow_negative_numbers = true)]
     size: Option<i64>,
 
     #[command(flatten)]
     params: ProbeFlags,
 
+    #[command(flatten)]
+    precision: PrecisionArgs,
+
     /// Print the results as JSON on stdout instead of a table
     #[arg(long)]
     json: bool,
 }
 
-/// The probes' parameters as flags; value lists are `a,b,c` or `start:stop:step`.
+/// The probes' parameters as flags; value lists are `a,b,c` or `start:stop:step`. Every
+/// default is the job contract's (`vephys_proto::params`), shown as the flag's default.
 #[derive(Args, Debug, Clone)]
 pub struct ProbeFlags {
     /// Zoom factors (> 0; 1 = the max image); z < 1 shrinks, z > 1 crops the centre
-    #[arg(
-        long,
-        env = "VEPHYS_ZOOM_FACTORS",
-        allow_hyphen_values = true,
-        default_value = "0.25,0.5,0.75,1,1.5,2,3,4"
-    )]
-    zoom_factors: String,
+    #[arg(long, env = "VEPHYS_ZOOM_FACTORS", allow_hyphen_values = true, default_value_t = ValueList(ZoomParams::default().factors))]
+    zoom_factors: ValueList,
 
-    /// What surrounds an image shrunk by zoom < 1: copies of it (tile) or the mean colour (pad)
-    #[arg(long, env = "VEPHYS_ZOOM_FILL", value_enum, default_value_t = ZoomFill::Tile)]
+    /// What surrounds an image shrunk by zoom < 1: copies of it (tile) or the mean colour
+    /// (mean; `pad` is the same)
+    #[arg(long, env = "VEPHYS_ZOOM_FILL", default_value_t = ZoomParams::default().fill)]
     zoom_fill: ZoomFill,
 
     /// Rotation angles in degrees, counterclockwise, within one turn
-    #[arg(
-        long,
-        env = "VEPHYS_ANGLES",
-        allow_hyphen_values = true,
-        default_value = "0:345:15"
-    )]
-    angles: String,
+    #[arg(long, env = "VEPHYS_ANGLES", allow_hyphen_values = true, default_value_t = ValueList(RotationParams::default().angles))]
+    angles: ValueList,
 
     /// Radius of the rotation probe's circular aperture as a fraction of half the image side;
     /// it hides the border band where max images are weaker (lower it for units whose receptive
     /// field is over a fifth of the image)
-    #[arg(long, env = "VEPHYS_APERTURE", allow_negative_numbers = true, default_value_t = ProbeParams::default().aperture)]
+    #[arg(long, env = "VEPHYS_APERTURE", allow_negative_numbers = true, default_value_t = RotationParams::default().aperture)]
     aperture: f64,
 
     /// Grating orientations in degrees (direction of the wave vector), within half a turn
-    #[arg(
-        long,
-        env = "VEPHYS_ORIENTATIONS",
-        allow_hyphen_values = true,
-        default_value = "0:165:15"
-    )]
-    orientations: String,
+    #[arg(long, env = "VEPHYS_ORIENTATIONS", allow_hyphen_values = true, default_value_t = ValueList(GratingParams::default().orientations))]
+    orientations: ValueList,
 
-    /// Grating spatial frequencies in cycles per image (below size / 2)
-    #[arg(
-        long,
-        env = "VEPHYS_FREQUENCIES",
-        allow_hyphen_values = true,
-        default_value = "2,4,8,16,32,64"
-    )]
-    frequencies: String,
+    /// Grating spatial frequencies in cycles per image, below size / 2 [default: the octaves
+    /// 2, 4, 8, ... below size / 2]
+    #[arg(long, env = "VEPHYS_FREQUENCIES", allow_hyphen_values = true)]
+    frequencies: Option<ValueList>,
 
     /// Grating phases, equally spaced; responses are averaged over them
-    #[arg(long, env = "VEPHYS_PHASES", default_value_t = ProbeParams::default().phases)]
-    phases: usize,
+    #[arg(long, env = "VEPHYS_PHASES", default_value_t = GratingParams::default().phases)]
+    phases: u32,
 
     /// Number of equally spaced isoluminant hues
-    #[arg(long, env = "VEPHYS_HUES", default_value_t = ProbeParams::default().hues)]
-    hues: usize,
+    #[arg(long, env = "VEPHYS_HUES", default_value_t = HueParams::default().steps)]
+    hues: u32,
 
     /// Std of the baseline's gaussian noise image around the mean colour
-    #[arg(long, env = "VEPHYS_NOISE_STD", allow_negative_numbers = true, default_value_t = ProbeParams::default().noise_std)]
+    #[arg(long, env = "VEPHYS_NOISE_STD", allow_negative_numbers = true, default_value_t = BaselineParams::default().noise_std)]
     noise_std: f64,
 
     /// Seed of the baseline's noise image
@@ -127,7 +117,7 @@ pub struct ProbeFlags {
     noise_seed: u64,
 
     /// Stimuli per forward pass
-    #[arg(long, env = "VEPHYS_PROBE_BATCH", default_value_t = ProbeParams::default().batch)]
+    #[arg(long, env = "VEPHYS_PROBE_BATCH", default_value_t = ProbeParams::default().batch, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     probe_batch: usize,
 }
 
@@ -135,20 +125,63 @@ impl ProbeFlags {
     /// The parameters, checked as far as they go without knowing the image size.
     pub fn params(&self) -> Result<ProbeParams, WorkerError> {
         let params = ProbeParams {
-            zoom_factors: parse_values("--zoom-factors", &self.zoom_factors)?,
-            zoom_fill: self.zoom_fill,
-            angles: parse_values("--angles", &self.angles)?,
-            aperture: self.aperture,
-            orientations: parse_values("--orientations", &self.orientations)?,
-            frequencies: parse_values("--frequencies", &self.frequencies)?,
-            phases: self.phases,
-            hues: self.hues,
-            noise_std: self.noise_std,
+            baseline: BaselineParams {
+                noise_std: self.noise_std,
+            },
+            zoom: ZoomParams {
+                factors: self.zoom_factors.0.clone(),
+                fill: self.zoom_fill,
+            },
+            rotation: RotationParams {
+                angles: self.angles.0.clone(),
+                aperture: self.aperture,
+            },
+            color: ColorParams::default(),
+            grating: GratingParams {
+                orientations: self.orientations.0.clone(),
+                spatial_frequencies: self.frequencies.as_ref().map(|f| f.0.clone()),
+                phases: self.phases,
+            },
+            hue: HueParams { steps: self.hues },
             seed: self.noise_seed,
             batch: self.probe_batch,
+            // fp32 until the command resolves --precision for its device
+            ..ProbeParams::default()
         };
-        params.validate()?;
+        params.check()?;
         Ok(params)
+    }
+}
+
+/// A value list on the command line: `a,b,c` or `start:stop:step` (stop included); shown as
+/// a range when evenly spaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueList(pub Vec<f64>);
+
+impl std::str::FromStr for ValueList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        // the flag's name is added by clap; the field only labels the message
+        parse_values(Field::ZoomFactors, s)
+            .map(ValueList)
+            .map_err(|e| e.reason)
+    }
+}
+
+impl std::fmt::Display for ValueList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = &self.0;
+        let step = v.get(1).map(|b| b - v[0]);
+        let even = v.len() >= 3
+            && step.is_some_and(|d| v.windows(2).all(|w| (w[1] - w[0] - d).abs() < 1e-9));
+        match (even, step) {
+            (true, Some(d)) => write!(f, "{}:{}:{}", v[0], v[v.len() - 1], d),
+            _ => {
+                let items: Vec<String> = v.iter().map(f64::to_string).collect();
+                f.write_str(&items.join(","))
+            }
+        }
     }
 }
 
@@ -161,23 +194,24 @@ enum Inputs {
 
 pub fn run(args: ProbeArgs) -> Result<()> {
     // Read and check everything before computing anything, and compute before writing.
-    let params = args.params.params()?;
+    let mut params = args.params.params()?;
     check_out_dir(&args.out)?;
     let net = args.model.load()?;
+    params.precision = args.precision.resolve(&net)?;
     let layer = net.layer_index(&args.layer)?;
     let channels = net
-        .check_size(layer, args.size.unwrap_or(224).max(1))?
+        .check_size(layer, args.size.unwrap_or(net.input_size()).max(1))?
         .channels;
     let filters = parse_filters(&args.filters, channels, net.layer_name(layer))?;
-    let (inputs, size) = read_inputs(&args, &filters)?;
+    let (inputs, size) = read_inputs(&args, &filters, net.input_size())?;
     let shape = net.check_size(layer, size)?;
-    if args.probe == ProbeKind::Grating {
-        params.check_frequencies(size)?;
+    if args.probe == Probe::Grating {
+        params.grating.frequencies(size as u32)?;
     }
 
     let bar = progress(
         filters.len(),
-        &format!("{} {} {}", net.name(), shape.name, args.probe.name()),
+        &format!("{} {} {}", net.name(), shape.name, args.probe),
     );
     let results = run_probe(
         &net, layer, args.probe, &filters, &inputs, size, &params, &bar,
@@ -186,7 +220,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("create output directory {}", args.out.display()))?;
-    let provenance = Provenance::of(&net);
+    let provenance = Provenance::of(&net, params.precision);
     let mut docs = Vec::with_capacity(results.len());
     for (&filter, result) in filters.iter().zip(&results) {
         let doc = json!({
@@ -195,17 +229,20 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             "filter": filter,
             "size": size,
             "result": result,
+            "derived": result.derived(),
             "params": params,
             "params_hash": params_hash(&params),
             "images": args.images,
             "weights_sha256": provenance.weights_sha256,
             "device": provenance.device,
+            "precision": provenance.precision,
+            "mixed_precision": provenance.mixed_precision,
             "versions": provenance.versions,
             "host": provenance.host,
         });
         let path = args
             .out
-            .join(format!("filter_{filter:04}_{}.json", args.probe.name()));
+            .join(format!("filter_{filter:04}_{}.json", args.probe));
         write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
         docs.push(doc);
     }
@@ -224,19 +261,27 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     eprintln!(
         "wrote {} {} results to {}",
         results.len(),
-        args.probe.name(),
+        args.probe,
         args.out.display()
     );
     Ok(())
 }
 
-/// Runs `kind` for every filter, one filter at a time for probes with per-filter stimuli and
-/// all at once for shared stimuli.
+/// A probe for the command line: any but synthesis (that is `synth`).
+pub fn parse_probe(text: &str) -> Result<Probe, String> {
+    match text.parse::<Probe>()? {
+        Probe::Synthesis => Err("synthesis is not a probe here: run `vephys-worker synth`".into()),
+        probe => Ok(probe),
+    }
+}
+
+/// Runs `probe` for every filter through the probe battery: one filter at a time where each
+/// has its own stimuli (for the progress bar), all at once where they share them.
 #[allow(clippy::too_many_arguments)]
 fn run_probe(
     net: &Network,
     layer: usize,
-    kind: ProbeKind,
+    probe: Probe,
     filters: &[i64],
     inputs: &Inputs,
     size: i64,
@@ -244,53 +289,24 @@ fn run_probe(
     bar: &ProgressBar,
 ) -> Result<Vec<ProbeResult>> {
     let mut results = Vec::with_capacity(filters.len());
+    let one = |i: usize| std::slice::from_ref(&filters[i]);
     match inputs {
         Inputs::MaxImages(images) => {
-            for (f, image) in filters.iter().zip(images) {
-                let (f, image) = (std::slice::from_ref(f), std::slice::from_ref(image));
-                let result = match kind {
-                    ProbeKind::Baseline => ProbeResult::Baseline(
-                        baseline::run(net, layer, f, image, params)?.remove(0),
-                    ),
-                    ProbeKind::Zoom => {
-                        ProbeResult::Zoom(zoom::run(net, layer, f, image, params)?.remove(0))
-                    }
-                    ProbeKind::Rotation => ProbeResult::Rotation(
-                        rotation::run(net, layer, f, image, params)?.remove(0),
-                    ),
-                    _ => unreachable!("{kind:?} does not start from a max image"),
-                };
-                results.push(result);
+            for (i, image) in images.iter().enumerate() {
+                let input = Input::MaxImages(std::slice::from_ref(image));
+                results.extend(probes::run(net, layer, probe, one(i), input, params)?);
                 bar.inc(1);
             }
         }
         Inputs::SingleColour(images) => {
-            for (f, single) in filters.iter().zip(images) {
-                let c = color::run(
-                    net,
-                    layer,
-                    std::slice::from_ref(f),
-                    std::slice::from_ref(single),
-                    params,
-                )?;
-                results.extend(c.into_iter().map(ProbeResult::Color));
+            for (i, single) in images.iter().enumerate() {
+                let input = Input::SingleColour(std::slice::from_ref(single));
+                results.extend(probes::run(net, layer, probe, one(i), input, params)?);
                 bar.inc(1);
             }
         }
         Inputs::Nothing => {
-            match kind {
-                ProbeKind::Grating => results.extend(
-                    grating::run(net, layer, filters, size, params)?
-                        .into_iter()
-                        .map(|g| ProbeResult::Grating(Box::new(g))),
-                ),
-                ProbeKind::Hue => results.extend(
-                    hue::run(net, layer, filters, size, params)?
-                        .into_iter()
-                        .map(ProbeResult::Hue),
-                ),
-                _ => unreachable!("{kind:?} needs max images"),
-            }
+            results = probes::run(net, layer, probe, filters, Input::Size(size), params)?;
             bar.inc(filters.len() as u64);
         }
     }
@@ -299,10 +315,10 @@ fn run_probe(
 
 /// The max images each filter needs, checked: present, readable, square, all one size (and
 /// `--size` when given). Returns them with the stimulus size.
-fn read_inputs(args: &ProbeArgs, filters: &[i64]) -> Result<(Inputs, i64)> {
-    let input = args.probe.input();
-    if input == ProbeInput::Nothing {
-        let size = args.size.unwrap_or(224);
+fn read_inputs(args: &ProbeArgs, filters: &[i64], input_size: i64) -> Result<(Inputs, i64)> {
+    let input = needs(args.probe);
+    if input == Needs::Nothing {
+        let size = args.size.unwrap_or(input_size);
         if size < 8 {
             anyhow::bail!("bad value for --size: {size} px is too small; use at least 8");
         }
@@ -311,7 +327,7 @@ fn read_inputs(args: &ProbeArgs, filters: &[i64]) -> Result<(Inputs, i64)> {
     let Some(dir) = &args.images else {
         anyhow::bail!(
             "the {} probe starts from max images: pass --images DIR (the --out of `vephys-worker synth` or `characterize`)",
-            args.probe.name()
+            args.probe
         );
     };
     let mut size = args.size;
@@ -332,7 +348,7 @@ fn read_inputs(args: &ProbeArgs, filters: &[i64]) -> Result<(Inputs, i64)> {
     };
     let stem = |f: i64| format!("filter_{f:04}.png");
     let inputs = match input {
-        ProbeInput::MaxImage => Inputs::MaxImages(
+        Needs::MaxImage => Inputs::MaxImages(
             filters
                 .iter()
                 .map(|f| read(&dir.join(stem(*f)), None).map(MaxImage::new))
@@ -426,61 +442,32 @@ pub fn params_hash(params: &impl serde::Serialize) -> String {
     ))
 }
 
-/// The numbers worth a glance, from the mean-activity curve.
-fn highlights(result: &ProbeResult) -> Vec<(&'static str, String)> {
-    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    match result {
-        ProbeResult::Baseline(b) => {
-            let r = &b.responses.mean;
-            vec![
-                ("max_image", num(Some(r[0]))),
-                ("grayscale", num(Some(r[2]))),
-                ("white", num(Some(r[3]))),
-                ("noise", num(Some(r[4]))),
-                ("csi", num(b.colour_selectivity_index.mean)),
-            ]
-        }
-        ProbeResult::Zoom(z) => curve_highlights(&z.curve, "octaves"),
-        ProbeResult::Rotation(r) => {
-            let mut h = curve_highlights(&r.curve, "deg");
-            h.push(("circ_var_2theta", num(r.orientation_circular_variance.mean)));
-            h.push(("symmetry_deg", num(r.symmetry_period_deg.mean)));
-            h
-        }
-        ProbeResult::Color(c) => vec![
-            ("preferred", c.preferred_channel.mean.to_string()),
-            ("csi", num(c.colour_selectivity_index.mean)),
-        ],
-        ProbeResult::Grating(g) => vec![
-            (
-                "orientation_deg",
-                num(Some(g.orientation.tuning.mean.preferred)),
-            ),
-            (
-                "cycles_per_image",
-                num(Some(g.frequency.tuning.mean.preferred)),
-            ),
-            ("circ_var_2theta", num(g.orientation_circular_variance.mean)),
-        ],
-        ProbeResult::Hue(h) => {
-            let mut out = curve_highlights(&h.curve, "deg");
-            out.push(("circ_var", num(h.hue_circular_variance.mean)));
-            out
-        }
-    }
+/// The numbers worth a glance: the derived numbers of the max-activity responses, as the
+/// daemon stores them.
+fn highlights(result: &ProbeResult) -> Vec<(String, String)> {
+    let derived = serde_json::to_value(result.derived()).unwrap_or_default();
+    let mut cells = Vec::new();
+    flatten("", &derived, &mut cells);
+    cells
 }
 
-fn curve_highlights(
-    curve: &vephys_worker::probes::Curve,
-    unit: &'static str,
-) -> Vec<(&'static str, String)> {
-    let t = &curve.tuning.mean;
-    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    vec![
-        ("preferred", num(Some(t.preferred))),
-        ("peak", num(Some(t.peak))),
-        ("peak/mean", num(t.peak_to_mean)),
-        ("bandwidth", format!("{} {unit}", num(t.bandwidth))),
-        ("flat", t.flat.to_string()),
-    ]
+/// `{"a": {"b": 1}}` as ("a.b", "1"), leaving out the mean-activity numbers.
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "mean" {
+                    continue;
+                }
+                let name = match prefix.is_empty() {
+                    true => k.clone(),
+                    false => format!("{prefix}.{k}"),
+                };
+                flatten(&name, v, out);
+            }
+        }
+        Value::Number(n) => out.push((prefix.to_string(), format!("{:.3}", n.as_f64().unwrap_or(f64::NAN)))),
+        Value::Null => out.push((prefix.to_string(), "-".into())),
+        other => out.push((prefix.to_string(), other.to_string().trim_matches('"').to_string())),
+    }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 use vephys_worker::filters::parse_filters;
 use vephys_worker::image_io;
+use vephys_worker::device::Precision;
 use vephys_worker::provenance::Provenance;
 
 use super::ModelArgs;
@@ -83,7 +84,7 @@ pub fn run(args: RespondArgs) -> Result<()> {
             "layer": net.layer_name(layer),
             "filters": filters,
             "responses": responses,
-            "provenance": Provenance::of(&net),
+            "provenance": Provenance::of(&net, Precision::Fp32),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());

@@ -15,7 +15,7 @@ use vephys_worker::synthesis::{
     synthesize, ColorMode, ObjectiveKind, Status, SynthOutcome, SynthParams,
 };
 
-use super::ModelArgs;
+use super::{ModelArgs, PrecisionArgs};
 
 /// The regularised gradient ascent's settings, shared by every command that synthesizes.
 #[derive(Args, Debug, Clone)]
@@ -24,9 +24,9 @@ pub struct SynthFlags {
     #[arg(long, env = "VEPHYS_STEPS", allow_negative_numbers = true, default_value_t = SynthParams::default().steps)]
     pub steps: i64,
 
-    /// Image side in pixels
-    #[arg(long, env = "VEPHYS_SIZE", allow_negative_numbers = true, default_value_t = SynthParams::default().size)]
-    pub size: i64,
+    /// Image side in pixels [default: the model's input size, 224 for the built-in models]
+    #[arg(long, env = "VEPHYS_SIZE", allow_negative_numbers = true)]
+    pub size: Option<i64>,
 
     /// Step size in pixel units (the gradient is normalised to unit RMS per image)
     #[arg(long, env = "VEPHYS_LR", allow_negative_numbers = true, default_value_t = SynthParams::default().lr)]
@@ -59,11 +59,12 @@ pub struct SynthFlags {
 }
 
 impl SynthFlags {
-    /// The parameters for one colour mode, with the channel objective.
-    pub fn params(&self, color: ColorMode) -> SynthParams {
+    /// The parameters for one colour mode, with the channel objective, for a model whose
+    /// input size is `input_size` (the size unless --size gives one).
+    pub fn params(&self, color: ColorMode, input_size: i64) -> SynthParams {
         SynthParams {
             steps: self.steps,
-            size: self.size,
+            size: self.size.unwrap_or(input_size),
             lr: self.lr,
             decay: self.decay,
             blur_sigma: self.blur_sigma,
@@ -96,8 +97,11 @@ pub struct SynthArgs {
     #[command(flatten)]
     synth: SynthFlags,
 
+    #[command(flatten)]
+    precision: PrecisionArgs,
+
     /// What to maximise: channel (mean of the filter's map), unit (one position), layer (all filters)
-    #[arg(long, env = "VEPHYS_OBJECTIVE", value_enum, default_value_t = ObjectiveKind::Channel)]
+    #[arg(long, env = "VEPHYS_OBJECTIVE", default_value_t = ObjectiveKind::Channel)]
     objective: ObjectiveKind,
 
     /// Row of the unit for --objective unit (default: centre)
@@ -118,24 +122,27 @@ pub struct SynthArgs {
 }
 
 impl SynthArgs {
-    fn params(&self) -> SynthParams {
+    fn params(&self, input_size: i64) -> SynthParams {
         SynthParams {
             objective: self.objective,
             unit_y: self.unit_y,
             unit_x: self.unit_x,
-            ..self.synth.params(self.color)
+            ..self.synth.params(self.color, input_size)
         }
     }
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
     // Validate everything before writing anything.
-    let params = args.params();
-    params.validate()?;
     if args.synth.batch == 0 {
         anyhow::bail!("bad value for --batch: 0; use at least 1");
     }
     let net = args.model.load()?;
+    let params = SynthParams {
+        precision: args.precision.resolve(&net)?,
+        ..args.params(net.input_size())
+    };
+    params.validate()?;
     let layer = net.layer_index(&args.layer)?;
     let shape = net.check_size(layer, params.size)?;
     let filters = parse_filters(&args.filters, shape.channels, &shape.name)?;
@@ -157,7 +164,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     bar.set_message(format!("{} {}", net.name(), shape.name));
-    let provenance = Provenance::of(&net);
+    let provenance = Provenance::of(&net, params.precision);
     let mut summary = Vec::new();
     for chunk in filters.chunks(args.synth.batch) {
         let outcomes = synthesize(&net, layer, chunk, &params, &mut |n| bar.inc(n))?;
@@ -174,7 +181,13 @@ pub fn run(args: SynthArgs) -> Result<()> {
     bar.finish_and_clear();
 
     if args.json {
-        let doc = json!({ "model": net.name(), "layer": shape.name, "out": args.out, "filters": summary });
+        let doc = json!({
+            "model": net.name(),
+            "layer": shape.name,
+            "precision": params.precision,
+            "out": args.out,
+            "filters": summary,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
@@ -227,6 +240,9 @@ fn write_filter(
         "seed": params.seed,
         "weights_sha256": provenance.weights_sha256,
         "device": provenance.device,
+        "precision": provenance.precision,
+        "mixed_precision": provenance.mixed_precision,
+        "memory_format": provenance.memory_format,
         "versions": provenance.versions,
         "host": provenance.host,
         "timings": {

@@ -1,4 +1,4 @@
-//! `baseline`: the max image beside reference stimuli (DESIGN.md section 1).
+//! `baseline`: the max image beside reference stimuli (docs/science.md).
 //!
 //! Stimuli, in order: the max image x; x through the rotation probe's circular aperture (what
 //! rotation 0 shows, radius `aperture` x S/2); its grayscale Y = 0.299 R + 0.587 G + 0.114 B replicated to three
@@ -55,11 +55,11 @@ pub fn run(
     let shared = Tensor::f_stack(
         &[
             Tensor::f_ones([3, size, size], (tch::Kind::Float, device))?,
-            noise(size, params.noise_std, params.seed, device)?,
+            noise(size, params.baseline.noise_std, params.seed, device)?,
         ],
         0,
     )?;
-    let shared = measure(net, layer, &shared, filters, params.batch)?;
+    let shared = measure(net, layer, &shared, filters, params.eval())?;
     let mut own = Vec::with_capacity(filters.len());
     for (filters, images) in filters.chunks(TOGETHER).zip(images.chunks(TOGETHER)) {
         own.extend(own_responses(net, layer, filters, images, params)?);
@@ -98,11 +98,11 @@ fn own_responses(
         .map(|m| m.image.to_device(net.device()))
         .collect();
     let x = Tensor::f_stack(&on_device, 0)?;
-    let own = |stimuli: Tensor| measure_own(net, layer, &stimuli, filters, params.batch);
-    let apertured = own(aperture(&x, params.aperture)?)?;
+    let own = |stimuli: Tensor| measure_own(net, layer, &stimuli, filters, params.eval());
+    let apertured = own(aperture(&x, params.rotation.aperture)?)?;
     let gray = own(grayscale(&x)?)?;
     let unknown: Vec<usize> = (0..images.len())
-        .filter(|&i| images[i].response.is_none())
+        .filter(|&i| images[i].known(params.precision).is_none())
         .collect();
     let mut measured = match unknown.is_empty() {
         true => Vec::new(),
@@ -115,7 +115,7 @@ fn own_responses(
                 layer,
                 &x.f_index_select(0, &index)?,
                 &filters,
-                params.batch,
+                params.eval(),
             )?
         }
     }
@@ -124,7 +124,7 @@ fn own_responses(
         .iter()
         .zip(apertured.into_iter().zip(gray))
         .map(|(image, (apertured, gray))| {
-            let max_image = match image.response {
+            let max_image = match image.known(params.precision) {
                 Some(r) => r,
                 None => measured.next().expect("one response per unknown max image"),
             };

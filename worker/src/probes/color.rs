@@ -1,10 +1,15 @@
 //! `color`: the paper's colour protocol. For each channel c in R, G, B the filter's
 //! single-colour max image x_c (synthesized with only c free, the others exactly 0) is shown
 //! as it is, moved into each of the other two channels ("red max image shown as green"), and
-//! as its grayscale Y = w_c x_c replicated to three channels (w = 0.299, 0.587, 0.114).
+//! as its grayscale Y = w_c x_c replicated to three channels (w = 0.299, 0.587, 0.114). After
+//! the twelve, a control per channel: x_c copied into all three channels (`c_equal`), a gray
+//! image of the same values without the luma weights.
 //!
-//! Derived: the preferred channel argmax_c A(x_c); the colour selectivity index of each channel,
-//! (A(x_c) - A(gray_c)) / (A(x_c) + A(gray_c)), and of the preferred one.
+//! Derived: the preferred channel argmax_c A(x_c); per channel the selectivity index against
+//! the luma grayscale, (A(x_c) - A(gray_c)) / (A(x_c) + A(gray_c)), which the luma weights
+//! bias (a colour-blind unit reads about +0.05 red, -0.28 green, +0.49 blue), and against the
+//! equal-channel control, which they do not (about 0 for a colour-blind unit). The paper's
+//! colour selectivity index, of the full-colour max image, is the baseline probe's.
 //!
 //! A channel whose synthesis found the unit dead has no max image; it is stood for by a uniform
 //! field of the synthesis' start colour (the dataset mean in that channel, 0 in the others).
@@ -26,13 +31,15 @@ pub const CHANNELS: [&str; 3] = ["r", "g", "b"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Color {
-    /// `r`, `r_as_g`, `r_as_b`, `r_gray`, then the same for g and b.
+    /// `r`, `r_as_g`, `r_as_b`, `r_gray`, the same for g and b, then `r_equal`, `g_equal`,
+    /// `b_equal`.
     pub stimuli: Vec<String>,
     pub responses: Responses,
     pub preferred_channel: Both<&'static str>,
-    pub colour_selectivity_index: Both<Option<f64>>,
-    /// Per channel r, g, b.
-    pub channel_selectivity_index: Both<[Option<f64>; 3]>,
+    /// Per channel r, g, b: against the luma grayscale.
+    pub channel_selectivity: Both<[Option<f64>; 3]>,
+    /// Per channel r, g, b: against the same values in all three channels (no luma bias).
+    pub channel_selectivity_equal: Both<[Option<f64>; 3]>,
 }
 
 /// The stand-in for a dead channel's max image: [3, S, S].
@@ -44,7 +51,7 @@ pub fn dead_channel_image(channel: usize, size: i64, device: Device) -> Result<T
 
 /// Stimulus labels in order.
 pub fn labels() -> Vec<String> {
-    let mut labels = Vec::with_capacity(12);
+    let mut labels = Vec::with_capacity(15);
     for (c, name) in CHANNELS.iter().enumerate() {
         labels.push(name.to_string());
         for (d, other) in CHANNELS.iter().enumerate() {
@@ -54,6 +61,7 @@ pub fn labels() -> Vec<String> {
         }
         labels.push(format!("{name}_gray"));
     }
+    labels.extend(CHANNELS.iter().map(|name| format!("{name}_equal")));
     labels
 }
 
@@ -69,27 +77,34 @@ pub fn run(
     let device = net.device();
     let mut out = Vec::with_capacity(filters.len());
     for (&filter, single) in filters.iter().zip(images) {
-        let mut stimuli = Vec::with_capacity(12);
+        let mut stimuli = Vec::with_capacity(15);
+        let mut equal = Vec::with_capacity(3);
         for (c, max_image) in single.iter().enumerate() {
             let image = max_image.image.to_device(device);
-            stimuli.push(max_image.as_stimulus(&image));
+            stimuli.push(max_image.as_stimulus(&image, params.precision));
             for d in (0..3).filter(|d| *d != c) {
                 stimuli.push(Stimulus::Image(move_channel(&image, c as i64, d as i64)?));
             }
             let gray = grayscale(&image.f_unsqueeze(0)?)?.f_squeeze_dim(0)?;
             stimuli.push(Stimulus::Image(gray));
+            let own = image.f_select(0, c as i64)?.f_unsqueeze(0)?;
+            equal.push(Stimulus::Image(own.f_expand([3, -1, -1], false)?.f_contiguous()?));
         }
-        let r = measure_stimuli(net, layer, filter, stimuli, params.batch)?;
-        // own-channel image of channel c at 4c, its grayscale at 4c + 3
-        let csi = |a: &[f64]| -> [Option<f64>; 3] {
-            std::array::from_fn(|c| selectivity_index(a[4 * c], a[4 * c + 3]))
+        stimuli.extend(equal);
+        let r = measure_stimuli(net, layer, filter, stimuli, params.eval())?;
+        // own-channel image of channel c at 4c, its grayscale at 4c + 3, its equal-channel
+        // control at 12 + c
+        let against = |at: fn(usize) -> usize| {
+            move |a: &[f64]| -> [Option<f64>; 3] {
+                std::array::from_fn(|c| selectivity_index(a[4 * c], a[at(c)]))
+            }
         };
         let preferred = |a: &[f64]| argmax(&[a[0], a[4], a[8]]);
         out.push(Color {
             stimuli: labels(),
             preferred_channel: Both::of(&r, |a| CHANNELS[preferred(a)]),
-            colour_selectivity_index: Both::of(&r, |a| csi(a)[preferred(a)]),
-            channel_selectivity_index: Both::of(&r, csi),
+            channel_selectivity: Both::of(&r, against(|c| 4 * c + 3)),
+            channel_selectivity_equal: Both::of(&r, against(|c| 12 + c)),
             responses: r,
         });
     }

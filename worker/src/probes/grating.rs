@@ -38,11 +38,12 @@ pub fn run(
     size: i64,
     params: &ProbeParams,
 ) -> Result<Vec<Grating>> {
-    let (nf, np) = (params.frequencies.len(), params.phases);
+    let frequencies = params.grating.frequencies(size as u32)?;
+    let np = params.grating.phases as usize;
     let mut tables = vec![Responses::default(); filters.len()];
-    for &theta in &params.orientations {
-        let stimuli = gratings(size, &[theta], &params.frequencies, np, net.device())?;
-        let responses = measure(net, layer, &stimuli, filters, params.batch)?;
+    for &theta in &params.grating.orientations {
+        let stimuli = gratings(size, &[theta], &frequencies, np, net.device())?;
+        let responses = measure(net, layer, &stimuli, filters, params.eval())?;
         for (table, r) in tables.iter_mut().zip(responses) {
             let phase_mean = |v: &[f64]| -> Vec<f64> {
                 v.chunks(np)
@@ -55,12 +56,12 @@ pub fn run(
     }
     Ok(tables
         .into_iter()
-        .map(|table| summarize(table, nf, params))
+        .map(|table| summarize(table, &frequencies, params))
         .collect())
 }
 
-fn summarize(table: Responses, nf: usize, params: &ProbeParams) -> Grating {
-    let no = params.orientations.len();
+fn summarize(table: Responses, frequencies: &[f64], params: &ProbeParams) -> Grating {
+    let (no, nf) = (params.grating.orientations.len(), frequencies.len());
     // each statistic's slices through its own peak
     let slices = |t: &[f64]| -> (Vec<f64>, Vec<f64>) {
         let peak = argmax(t);
@@ -79,11 +80,11 @@ fn summarize(table: Responses, nf: usize, params: &ProbeParams) -> Grating {
         max: f_max,
         mean: f_mean,
     };
-    let angles = &params.orientations;
+    let angles = &params.grating.orientations;
     Grating {
         orientations_deg: angles.clone(),
-        frequencies: params.frequencies.clone(),
-        phases: params.phases,
+        frequencies: frequencies.to_vec(),
+        phases: params.grating.phases as usize,
         responses: table,
         orientation_circular_variance: Both::of(&orientation, |r| {
             circular_variance(angles, r, 2.0)
@@ -96,7 +97,7 @@ fn summarize(table: Responses, nf: usize, params: &ProbeParams) -> Grating {
         ),
         frequency: Curve::new(
             "frequency_cycles_per_image",
-            params.frequencies.clone(),
+            frequencies.to_vec(),
             frequency,
             Axis::Log2,
         ),

@@ -28,12 +28,13 @@ pub fn run(
     size: i64,
     params: &ProbeParams,
 ) -> Result<Vec<Hue>> {
-    let colours = hue_colours(params.hues);
-    let hues: Vec<f64> = (0..params.hues)
-        .map(|k| 360.0 * k as f64 / params.hues as f64)
+    let n = params.hue.steps as usize;
+    let colours = hue_colours(n);
+    let hues: Vec<f64> = (0..n)
+        .map(|k| 360.0 * k as f64 / n as f64)
         .collect();
     let stimuli = uniform(&colours, size, net.device())?;
-    let responses = measure(net, layer, &stimuli, filters, params.batch)?;
+    let responses = measure(net, layer, &stimuli, filters, params.eval())?;
     Ok(responses
         .into_iter()
         .map(|r| Hue {

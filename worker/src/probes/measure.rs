@@ -1,11 +1,30 @@
-//! The virtual electrode for probes: the max and mean activity (DESIGN.md section 1) of chosen
-//! filters for a batch of stimuli, run without gradients in chunks of `batch` images.
+//! The virtual electrode for probes: the max and mean activity (docs/science.md) of chosen
+//! filters for a batch of stimuli, run without gradients in chunks of `batch` images, in the
+//! precision the probe runs in (`Eval`).
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::device::Precision;
 use crate::error::Result;
 use crate::models::Network;
+
+/// How stimuli are evaluated: images per forward pass, and the precision (a plain count means
+/// fp32, the exact path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eval {
+    pub batch: usize,
+    pub precision: Precision,
+}
+
+impl From<usize> for Eval {
+    fn from(batch: usize) -> Eval {
+        Eval {
+            batch,
+            precision: Precision::Fp32,
+        }
+    }
+}
 
 /// Max and mean activity of one filter, one entry per stimulus in stimulus order.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,7 +53,7 @@ pub fn measure_stimuli(
     layer: usize,
     filter: i64,
     stimuli: Vec<Stimulus>,
-    batch: usize,
+    eval: impl Into<Eval>,
 ) -> Result<Responses> {
     let images: Vec<&Tensor> = stimuli
         .iter()
@@ -45,7 +64,7 @@ pub fn measure_stimuli(
         .collect();
     let measured = match images.is_empty() {
         true => Responses::default(),
-        false => measure(net, layer, &Tensor::f_stack(&images, 0)?, &[filter], batch)?.remove(0),
+        false => measure(net, layer, &Tensor::f_stack(&images, 0)?, &[filter], eval)?.remove(0),
     };
     let mut measured = measured.max.into_iter().zip(measured.mean);
     let mut out = Responses::default();
@@ -69,10 +88,10 @@ pub fn measure_own(
     layer: usize,
     stimuli: &Tensor,
     filters: &[i64],
-    batch: usize,
+    eval: impl Into<Eval>,
 ) -> Result<Vec<Response>> {
     debug_assert_eq!(stimuli.size()[0], filters.len() as i64);
-    let all = measure(net, layer, stimuli, filters, batch)?;
+    let all = measure(net, layer, stimuli, filters, eval)?;
     Ok(all
         .into_iter()
         .enumerate()
@@ -84,14 +103,16 @@ pub fn measure_own(
 }
 
 /// Responses of every filter of `filters` to every stimulus of `stimuli` ([N, 3, S, S] on the
-/// network's device): one `Responses` per filter.
+/// network's device): one `Responses` per filter. The maps come back in fp32 in either
+/// precision, so max and mean are taken in fp32.
 pub fn measure(
     net: &Network,
     layer: usize,
     stimuli: &Tensor,
     filters: &[i64],
-    batch: usize,
+    eval: impl Into<Eval>,
 ) -> Result<Vec<Responses>> {
+    let Eval { batch, precision } = eval.into();
     debug_assert!(batch > 0 && !filters.is_empty());
     let _no_grad = tch::no_grad_guard();
     let n = stimuli.size()[0];
@@ -101,7 +122,8 @@ pub fn measure(
         let len = (batch as i64).min(n - start);
         // only the measured filters' maps are computed where the layer allows (see
         // `Network::forward_to_channels`)
-        let maps = net.forward_to_channels(&stimuli.f_narrow(0, start, len)?, layer, filters)?;
+        let part = stimuli.f_narrow(0, start, len)?;
+        let maps = net.forward_to_channels_in(&part, layer, filters, precision)?;
         max.push(maps.f_amax([2, 3], false)?);
         mean.push(maps.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?);
         start += len;

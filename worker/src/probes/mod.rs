@@ -1,17 +1,19 @@
-//! The probes of DESIGN.md section 1: each puts filters of a layer through one experiment and
+//! The probes of docs/science.md: each puts filters of a layer through one experiment and
 //! returns, per stimulus, the filter's max and mean activity plus the numbers derived from the
 //! curve (`tuning`). Stimuli are made on the network's device (`stimuli`) and evaluated in
 //! batches without gradients (`measure`).
 //!
 //! The paper's probes (`baseline`, `zoom`, `rotation`, `color`) start from each filter's max
-//! image(s); `grating` and `hue` show every filter the same stimuli and need none.
+//! image(s); `grating` and `hue` show every filter the same stimuli and need none. `battery`
+//! runs any of them and encodes its results; every caller goes through it.
 
 pub mod baseline;
+pub mod battery;
 pub mod color;
 pub mod grating;
 pub mod hue;
 mod measure;
-mod params;
+pub mod params;
 pub mod rotation;
 pub mod stimuli;
 pub mod tuning;
@@ -20,64 +22,14 @@ pub mod zoom;
 use serde::Serialize;
 use tch::Tensor;
 
-pub use measure::{measure, measure_stimuli, Both, Response, Responses, Stimulus};
+pub use measure::{measure, measure_stimuli, Both, Eval, Response, Responses, Stimulus};
+pub use battery::{needs, run, Input, Needs, PROBES};
 pub use params::{parse_values, ProbeParams, ZoomFill};
+pub use vephys_proto::params::Probe;
 use tuning::{Axis, Tuning};
 
+use crate::device::Precision;
 use crate::synthesis::SynthOutcome;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeKind {
-    Baseline,
-    Zoom,
-    Rotation,
-    Color,
-    Grating,
-    Hue,
-}
-
-impl ProbeKind {
-    pub const ALL: [ProbeKind; 6] = [
-        ProbeKind::Baseline,
-        ProbeKind::Zoom,
-        ProbeKind::Rotation,
-        ProbeKind::Color,
-        ProbeKind::Grating,
-        ProbeKind::Hue,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ProbeKind::Baseline => "baseline",
-            ProbeKind::Zoom => "zoom",
-            ProbeKind::Rotation => "rotation",
-            ProbeKind::Color => "color",
-            ProbeKind::Grating => "grating",
-            ProbeKind::Hue => "hue",
-        }
-    }
-
-    /// What the probe starts from for each filter.
-    pub fn input(self) -> ProbeInput {
-        match self {
-            ProbeKind::Baseline | ProbeKind::Zoom | ProbeKind::Rotation => ProbeInput::MaxImage,
-            ProbeKind::Color => ProbeInput::SingleColourMaxImages,
-            ProbeKind::Grating | ProbeKind::Hue => ProbeInput::Nothing,
-        }
-    }
-}
-
-/// What a probe needs besides the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeInput {
-    /// The filter's full-colour max image.
-    MaxImage,
-    /// The filter's R-only, G-only and B-only max images.
-    SingleColourMaxImages,
-    /// Nothing: every filter sees the same stimuli.
-    Nothing,
-}
 
 /// One probe's result for one filter, tagged with the probe's name when serialised.
 #[derive(Debug, Serialize)]
@@ -103,7 +55,7 @@ pub struct Curve {
 
 impl Curve {
     pub fn new(name: &'static str, values: Vec<f64>, responses: Responses, axis: Axis) -> Curve {
-        let tuning = Both::of(&responses, |r| Tuning::of(&values, r, axis));
+        let tuning = Both::of(&responses, |r| tuning::of(&values, r, axis));
         Curve {
             axis: name,
             values,
@@ -118,9 +70,9 @@ impl Curve {
 pub struct MaxImage {
     pub image: Tensor,
     /// Measured by the synthesis that made the image, on the very same 8-bit image with the
-    /// same weights: the stimuli that show the image unchanged (the baseline's `max_image`,
-    /// zoom 1, the color probe's "as is") take it instead of running the network again. None:
-    /// they measure it.
+    /// same weights, in fp32: the stimuli that show the image unchanged (the baseline's
+    /// `max_image`, zoom 1, the color probe's "as is") take it instead of running the network
+    /// again when they run in fp32 too (`known`). None: they measure it.
     pub response: Option<Response>,
 }
 
@@ -144,10 +96,17 @@ impl MaxImage {
         }
     }
 
-    /// The image as a stimulus: its known response, or `on_device` (the image, already on the
-    /// network's device) to run.
-    fn as_stimulus(&self, on_device: &Tensor) -> Stimulus {
-        match self.response {
+    /// The known response for a probe evaluating in `precision`: synthesis measures its
+    /// image in fp32, so a bf16 probe measures it again with its other stimuli, and each of
+    /// its curves is computed in one precision.
+    pub fn known(&self, precision: Precision) -> Option<Response> {
+        self.response.filter(|_| precision == Precision::Fp32)
+    }
+
+    /// The image as a stimulus of a probe evaluating in `precision`: its known response, or
+    /// `on_device` (the image, already on the network's device) to run.
+    fn as_stimulus(&self, on_device: &Tensor, precision: Precision) -> Stimulus {
+        match self.known(precision) {
             Some(r) => Stimulus::Known(r),
             None => Stimulus::Image(on_device.shallow_clone()),
         }

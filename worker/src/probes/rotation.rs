@@ -7,14 +7,16 @@
 //! baseline reports as `max_image_aperture`.
 //!
 //! Derived: the curve's tuning on a circular axis, its orientation circular variance over
-//! 2 theta and its rotational symmetry period (`tuning`).
+//! 2 theta, its rotational symmetry period and that symmetry's strength (`tuning`): a unit
+//! with the paper's 4-fold pattern (peaks at 0 and 90 degrees) has a circular variance over
+//! 2 theta near 1, as an untuned one, but a 90-degree period of strength near 1.
 
 use serde::Serialize;
 
 use super::measure::{measure, Both};
 use super::params::ProbeParams;
 use super::stimuli::rotations;
-use super::tuning::{circular_variance, symmetry_period, Axis};
+use super::tuning::{circular_variance, symmetry_period, symmetry_strength, Axis};
 use super::{Curve, MaxImage};
 use crate::error::Result;
 use crate::models::Network;
@@ -24,6 +26,8 @@ pub struct Rotation {
     pub curve: Curve,
     pub orientation_circular_variance: Both<Option<f64>>,
     pub symmetry_period_deg: Both<Option<f64>>,
+    /// 1 - the circular variance at the symmetry's harmonic: 0 none, 1 a pure pattern.
+    pub symmetry_strength: Both<Option<f64>>,
 }
 
 pub fn run(
@@ -34,15 +38,16 @@ pub fn run(
     params: &ProbeParams,
 ) -> Result<Vec<Rotation>> {
     debug_assert_eq!(filters.len(), images.len());
-    let angles = &params.angles;
+    let angles = &params.rotation.angles;
     let mut out = Vec::with_capacity(filters.len());
     for (&filter, max_image) in filters.iter().zip(images) {
         let image = max_image.image.to_device(net.device());
-        let stimuli = rotations(&image, angles, params.aperture)?;
-        let r = measure(net, layer, &stimuli, &[filter], params.batch)?.remove(0);
+        let stimuli = rotations(&image, angles, params.rotation.aperture)?;
+        let r = measure(net, layer, &stimuli, &[filter], params.eval())?.remove(0);
         out.push(Rotation {
             orientation_circular_variance: Both::of(&r, |r| circular_variance(angles, r, 2.0)),
             symmetry_period_deg: Both::of(&r, |r| symmetry_period(angles, r)),
+            symmetry_strength: Both::of(&r, |r| symmetry_strength(angles, r)),
             curve: Curve::new("rotation_deg", angles.clone(), r, Axis::Circular(360.0)),
         });
     }

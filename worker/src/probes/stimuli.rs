@@ -230,7 +230,7 @@ pub fn zoom(image: &Tensor, z: f64, fill: ZoomFill) -> Result<Tensor> {
         .f_clamp(0.0, 1.0)?;
     let before = (size - side) / 2;
     let out = match fill {
-        ZoomFill::Pad => {
+        ZoomFill::Mean => {
             let c = mean_colour(image.device());
             small
                 .f_sub(&c)?
@@ -462,7 +462,7 @@ mod tests {
         let img = Tensor::rand([3, 32, 32], (Kind::Float, Device::Cpu));
         assert!(max_abs(&(zoom(&img, 1.0, ZoomFill::Tile).unwrap() - &img)) == 0.0);
         for z in [0.25, 0.5, 0.75, 1.5, 2.0, 3.0, 4.0] {
-            for fill in [ZoomFill::Tile, ZoomFill::Pad] {
+            for fill in [ZoomFill::Tile, ZoomFill::Mean] {
                 assert_eq!(zoom(&img, z, fill).unwrap().size(), vec![3, 32, 32]);
             }
         }
@@ -471,7 +471,7 @@ mod tests {
         let centre = img.narrow(1, 8, 16).narrow(2, 8, 16).mean(Kind::Float);
         assert!((z2.mean(Kind::Float) - centre).abs().double_value(&[]) < 1e-2);
         // z = 0.5, padded: the border is the mean colour, the centre the shrunk image
-        let padded = zoom(&img, 0.5, ZoomFill::Pad).unwrap();
+        let padded = zoom(&img, 0.5, ZoomFill::Mean).unwrap();
         let corner: Vec<f32> = Vec::try_from(padded.select(1, 0).select(1, 0)).unwrap();
         for (c, m) in corner.iter().zip(DATASET_MEAN) {
             assert!((c - m).abs() < 1e-6);

@@ -13,10 +13,11 @@
 //!   largest g <= N/2 dividing N such that the harmonics of r that are multiples of g hold at
 //!   least 90% of its non-constant power (a curve repeating every 180 degrees has only even
 //!   harmonics, so g = 2); none for flat curves or other samplings;
+//! - symmetry strength: 1 - the circular variance at that period's harmonic (360 / period);
 //! - colour selectivity index: (A_colour - A_gray) / (A_colour + A_gray), none when the sum is
 //!   not positive.
 
-use serde::Serialize;
+pub use vephys_proto::derived::Tuning;
 
 /// How the stimulus axis is measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,29 +34,19 @@ const FLAT: f64 = 0.05;
 /// Share of the non-constant power the symmetry harmonics must hold.
 const SYMMETRY_POWER: f64 = 0.9;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Tuning {
-    pub preferred: f64,
-    pub peak: f64,
-    pub peak_to_mean: Option<f64>,
-    pub bandwidth: Option<f64>,
-    pub flat: bool,
-}
-
-impl Tuning {
-    pub fn of(values: &[f64], r: &[f64], axis: Axis) -> Tuning {
-        debug_assert_eq!(values.len(), r.len());
-        debug_assert!(!r.is_empty(), "a tuning curve needs at least one point");
-        let peak_at = argmax(r);
-        let max = r[peak_at];
-        let mean = r.iter().sum::<f64>() / r.len() as f64;
-        Tuning {
-            preferred: values[peak_at],
-            peak: max,
-            peak_to_mean: (mean > 0.0).then(|| max / mean),
-            bandwidth: fwhm(values, r, axis, peak_at),
-            flat: is_flat(r),
-        }
+/// The tuning of the curve r over `values` on `axis`.
+pub fn of(values: &[f64], r: &[f64], axis: Axis) -> Tuning {
+    debug_assert_eq!(values.len(), r.len());
+    debug_assert!(!r.is_empty(), "a tuning curve needs at least one point");
+    let peak_at = argmax(r);
+    let max = r[peak_at];
+    let mean = r.iter().sum::<f64>() / r.len() as f64;
+    Tuning {
+        preferred: values[peak_at],
+        peak: max,
+        peak_to_mean: (mean > 0.0).then(|| max / mean),
+        bandwidth: fwhm(values, r, axis, peak_at),
+        flat: is_flat(r),
     }
 }
 
@@ -164,6 +155,14 @@ pub fn symmetry_period(angles_deg: &[f64], r: &[f64]) -> Option<f64> {
     Some(360.0 / g as f64)
 }
 
+/// How strongly the curve repeats with its symmetry period p: the resultant length at the
+/// harmonic 360 / p, 1 - circular_variance(m = 360 / p), from 0 (no such pattern) to 1 (a pure
+/// p-periodic one). None where the period is.
+pub fn symmetry_strength(angles_deg: &[f64], r: &[f64]) -> Option<f64> {
+    let period = symmetry_period(angles_deg, r)?;
+    circular_variance(angles_deg, r, 360.0 / period).map(|v| 1.0 - v)
+}
+
 /// (a - b) / (a + b); none when a + b is not positive.
 pub fn selectivity_index(a: f64, b: f64) -> Option<f64> {
     (a + b > 0.0).then(|| (a - b) / (a + b))
@@ -185,7 +184,7 @@ mod tests {
             .iter()
             .map(|x| (-(x - 40.0f64).powi(2) / 200.0).exp())
             .collect();
-        let t = Tuning::of(&v, &r, Axis::Linear);
+        let t = of(&v, &r, Axis::Linear);
         assert_eq!(t.preferred, 40.0);
         assert!((t.bandwidth.unwrap() - 23.55).abs() < 0.1, "{t:?}");
         assert!(!t.flat);
@@ -196,16 +195,16 @@ mod tests {
         let a = angles(24);
         // peak at 0: the lobe spans 345 and 15 degrees
         let r: Vec<f64> = a.iter().map(|x| 1.0 + (x.to_radians()).cos()).collect();
-        let t = Tuning::of(&a, &r, Axis::Circular(360.0));
+        let t = of(&a, &r, Axis::Circular(360.0));
         assert_eq!(t.preferred, 0.0);
         // 1 + cos is at half height (1) at +-90 degrees
         assert!((t.bandwidth.unwrap() - 180.0).abs() < 1.0, "{t:?}");
-        assert!(Tuning::of(&a, &r, Axis::Linear).bandwidth.is_none());
+        assert!(of(&a, &r, Axis::Linear).bandwidth.is_none());
 
         let z = [0.25, 0.5, 1.0, 2.0, 4.0];
         let r = [0.0, 0.0, 1.0, 0.0, 0.0];
         // crossings halfway between samples: one octave wide
-        assert!((Tuning::of(&z, &r, Axis::Log2).bandwidth.unwrap() - 1.0).abs() < 1e-9);
+        assert!((of(&z, &r, Axis::Log2).bandwidth.unwrap() - 1.0).abs() < 1e-9);
     }
 
     #[test]
@@ -234,6 +233,25 @@ mod tests {
         assert_eq!(p(curve(&|t| f64::from(t.sin().abs() < 1e-9))), Some(180.0));
         assert_eq!(p(vec![1.0; 24]), None);
         assert_eq!(symmetry_period(&[0.0, 10.0, 20.0], &[1.0, 2.0, 1.0]), None);
+    }
+
+    /// The paper's 4-fold unit, peaks at 0 and 90 degrees: untuned over 2 theta, yet a strong
+    /// 90-degree symmetry; an untuned unit has neither.
+    #[test]
+    fn a_four_fold_unit_reads_as_four_fold_symmetric() {
+        let a = angles(24);
+        let four: Vec<f64> = a.iter().map(|x| 1.0 + (4.0 * x.to_radians()).cos()).collect();
+        assert!(circular_variance(&a, &four, 2.0).unwrap() > 0.99);
+        assert_eq!(symmetry_period(&a, &four), Some(90.0));
+        assert!(symmetry_strength(&a, &four).unwrap() > 0.49, "1 + cos 4t: strength 1/2");
+        let peaks: Vec<f64> = a
+            .iter()
+            .map(|x| f64::from((x % 90.0).abs() < 1e-9))
+            .collect();
+        assert!(symmetry_strength(&a, &peaks).unwrap() > 0.99);
+        let noisy: Vec<f64> = (0..24).map(|k| 1.0 + 0.01 * ((k * 7919) % 13) as f64).collect();
+        let weak = symmetry_strength(&a, &noisy).unwrap_or(0.0);
+        assert!(weak < 0.05, "{weak}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `zoom`: the max image at zoom factors z, the image size kept constant (DESIGN.md section 1;
+//! `zoom`: the max image at zoom factors z, the image size kept constant (docs/science.md;
 //! the resampling is `stimuli::zoom`). z = 1 is the max image itself, so its response equals
 //! the baseline's `max_image` (and is not run again when the synthesis measured it, see
 //! `MaxImage`). Derived: the tuning of the curve on a log axis (bandwidth in octaves).
@@ -30,17 +30,18 @@ pub fn run(
     for (&filter, max_image) in filters.iter().zip(images) {
         let image = max_image.image.to_device(net.device());
         let stimuli = params
-            .zoom_factors
+            .zoom
+            .factors
             .iter()
             .map(|&z| match z == 1.0 {
-                true => Ok(max_image.as_stimulus(&image)),
-                false => Ok(Stimulus::Image(zoom(&image, z, params.zoom_fill)?)),
+                true => Ok(max_image.as_stimulus(&image, params.precision)),
+                false => Ok(Stimulus::Image(zoom(&image, z, params.zoom.fill)?)),
             })
             .collect::<Result<Vec<_>>>()?;
-        let r = measure_stimuli(net, layer, filter, stimuli, params.batch)?;
+        let r = measure_stimuli(net, layer, filter, stimuli, params.eval())?;
         out.push(Zoom {
-            fill: params.zoom_fill,
-            curve: Curve::new("zoom_factor", params.zoom_factors.clone(), r, Axis::Log2),
+            fill: params.zoom.fill,
+            curve: Curve::new("zoom_factor", params.zoom.factors.clone(), r, Axis::Log2),
         });
     }
     Ok(out)

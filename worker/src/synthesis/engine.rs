@@ -1,4 +1,4 @@
-//! Batched max-image synthesis (DESIGN.md section 1). Image i of a batch belongs to filter f_i;
+//! Batched max-image synthesis (docs/science.md). Image i of a batch belongs to filter f_i;
 //! each step, for every image at once:
 //!
 //!   g   = d objective_i / d x_i            (one backward pass for the whole batch)
@@ -7,10 +7,16 @@
 //!   x  <- blur(x)                          (every `blur_every` steps)
 //!   x  <- clamp(x, 0, 1) * colour mask     (single-colour runs keep the other channels at 0)
 //!
-//! The network runs only up to the target layer and its weights get no gradients. Image i's
-//! start is Gaussian noise around c drawn from a generator seeded by (seed, f_i) alone, so a
-//! filter's image does not depend on the batch it was computed in. A filter whose gradient is
-//! exactly zero at the start is `dead`: nothing can be synthesized for it.
+//! The network runs only up to the target layer and its weights get no gradients. In bf16
+//! (`SynthParams::precision`) the forward and backward passes run under bf16 autocast
+//! (`Network::forward_to_in`): convolutions and matrix products in bf16, while x, the
+//! objective's reduction, g and its normalisation, the decay, blur and clamp stay fp32, and the
+//! final activity is measured in fp32 on the saved 8-bit image, as in fp32 runs. Image i's
+//! start is Gaussian noise around c drawn from a generator seeded by (seed, f_i, k) alone, so a
+//! filter's image does not depend on the batch it was computed in. Start k = 0 is tried first;
+//! a filter whose gradient is exactly zero there gets the next start, up to `STARTS` of them
+//! (a ReLU unit can be silent on one noise image and not on another). A filter silent from
+//! every start is `dead`: nothing can be synthesized for it.
 
 use std::time::Instant;
 
@@ -40,6 +46,8 @@ pub enum Status {
 
 pub struct SynthOutcome {
     pub filter: i64,
+    /// Seeded starts tried (1 unless the first left the unit silent).
+    pub starts: u32,
     /// [3, S, S] on the CPU, quantized to 8 bits (what the PNG holds).
     pub image: Tensor,
     pub status: Status,
@@ -51,6 +59,9 @@ pub struct SynthOutcome {
     /// Wall time of the pass divided by its size.
     pub seconds: f64,
 }
+
+/// Seeded start images tried before a unit silent from all of them is called dead.
+pub const STARTS: u32 = 3;
 
 /// Images per pass through the network on the CPU; other devices take the whole batch at once.
 /// Small passes keep their activations and gradients in cache, which outweighs what batching
@@ -124,32 +135,47 @@ pub fn synthesize_pass(
     let blur = (params.blur_sigma > 0.0 && params.blur_every > 0)
         .then(|| GaussianBlur::new(params.blur_sigma, device));
 
-    let mut x = start_images(filters, params, &center_values)?.to_device(device);
+    let mut starts = vec![0u32; filters.len()];
+    let mut x = start_images(filters, params, &center_values, &starts)?.to_device(device);
     let mut alive = Tensor::ones([n, 1, 1, 1], (Kind::Float, device));
     let mut dead = vec![false; filters.len()];
     let mut trajectory = Vec::with_capacity(params.steps as usize);
-    for step in 0..params.steps {
+    let mut step = 0;
+    while step < params.steps {
         let leaf = x.detach().set_requires_grad(true);
-        let per_image = objective.evaluate(&net.forward_to(&leaf, layer)?, &index)?;
+        let acts = net.forward_to_in(&leaf, layer, params.precision)?;
+        let per_image = objective.evaluate(&acts, &index)?;
         let grad =
             Tensor::f_run_backward(&[per_image.f_sum(Kind::Float)?], &[&leaf], false, false)?
                 .remove(0);
+        let grad = match single_colour {
+            true => tch::no_grad(|| grad.f_mul(&colour_mask))?,
+            false => grad,
+        };
+        if step == 0 {
+            let zero = tch::no_grad(|| grad.f_abs()?.f_amax([1, 2, 3], false)?.f_eq(0.0))?;
+            dead = Vec::<bool>::try_from(zero.to_device(tch::Device::Cpu))?;
+            // silent from this start: the next one, if any is left (step 0 runs again)
+            let retry: Vec<usize> = (0..dead.len())
+                .filter(|&i| dead[i] && starts[i] + 1 < STARTS)
+                .collect();
+            if !retry.is_empty() {
+                for &i in &retry {
+                    starts[i] += 1;
+                }
+                let fresh = start_images(filters, params, &center_values, &starts)?.to_device(device);
+                // the silent images' new starts (the others' are unchanged: same seed)
+                x = fresh.f_where_self(&zero.f_view([n, 1, 1, 1])?, &x)?;
+                continue;
+            }
+            alive = zero
+                .f_logical_not()?
+                .to_kind(Kind::Float)
+                .f_view([n, 1, 1, 1])?;
+        }
         // Kept on the device; copied once at the end so a GPU never waits on the host.
         trajectory.push(per_image.detach());
         x = tch::no_grad(|| -> Result<Tensor> {
-            let grad = if single_colour {
-                grad.f_mul(&colour_mask)?
-            } else {
-                grad
-            };
-            if step == 0 {
-                let zero = grad.f_abs()?.f_amax([1, 2, 3], false)?.f_eq(0.0)?;
-                dead = Vec::<bool>::try_from(zero.to_device(tch::Device::Cpu))?;
-                alive = zero
-                    .f_logical_not()?
-                    .to_kind(Kind::Float)
-                    .f_view([n, 1, 1, 1])?;
-            }
             let rms = grad
                 .f_square()?
                 .f_mean_dim(&[1i64, 2, 3][..], true, None)?
@@ -170,9 +196,11 @@ pub fn synthesize_pass(
             Ok(x)
         })?;
         on_step(n as u64);
+        step += 1;
     }
 
     let images = quantize(&x);
+    // fp32 whatever the precision of the steps: numbers comparable across precisions
     let (max, mean) = tch::no_grad(|| activity(&net.forward_to(&images, layer)?, &index))?;
     let max = Vec::<f64>::try_from(max.to_kind(Kind::Double).to_device(tch::Device::Cpu))?;
     let mean = Vec::<f64>::try_from(mean.to_kind(Kind::Double).to_device(tch::Device::Cpu))?;
@@ -188,6 +216,7 @@ pub fn synthesize_pass(
     for (i, &filter) in filters.iter().enumerate() {
         outcomes.push(SynthOutcome {
             filter,
+            starts: starts[i] + 1,
             image: images.get(i as i64),
             status: if dead[i] { Status::Dead } else { Status::Ok },
             trajectory: Vec::<f32>::try_from(trajectory.get(i as i64))?,
@@ -199,13 +228,20 @@ pub fn synthesize_pass(
     Ok(outcomes)
 }
 
-/// Start images [B, 3, S, S] on the CPU: c + N(0, init_std), clamped, per-filter seeded.
-fn start_images(filters: &[i64], params: &SynthParams, center: &[f32]) -> Result<Tensor> {
+/// Start images [B, 3, S, S] on the CPU: c + N(0, init_std), clamped, seeded per filter and
+/// per start (`starts[i]` for filter i; start 0 is the seed's own noise).
+fn start_images(
+    filters: &[i64],
+    params: &SynthParams,
+    center: &[f32],
+    starts: &[u32],
+) -> Result<Tensor> {
     let s = params.size as usize;
     let noise = Normal::new(0.0f32, params.init_std as f32).expect("init_std validated");
     let mut data = Vec::with_capacity(filters.len() * 3 * s * s);
-    for &filter in filters {
-        let mut rng = ChaCha8Rng::seed_from_u64(filter_seed(params.seed, filter));
+    for (&filter, &start) in filters.iter().zip(starts) {
+        let seed = params.seed ^ u64::from(start).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut rng = ChaCha8Rng::seed_from_u64(filter_seed(seed, filter));
         for &c in center {
             for _ in 0..s * s {
                 // single-colour runs: `center` is 0 in the frozen channels, and so is the start

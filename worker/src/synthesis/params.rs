@@ -1,20 +1,17 @@
-//! Synthesis parameters, their defaults (Yosinski et al. 2015, regulariser set 3) and bounds.
+//! Synthesis parameters as the engine takes them: the job contract's synthesis table
+//! (`vephys_proto::params::SynthesisParams`, where the defaults and bounds live) resolved for
+//! one run (image size, seed, colour, unit position).
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, WorkerError};
+use vephys_proto::params::{PrecisionChoice, SynthesisParams};
 
-/// What each image is optimised to drive (DESIGN.md section 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ObjectiveKind {
-    /// Mean of the filter's activation map (the paper's choice).
-    Channel,
-    /// The filter's activation at one position (`--unit-y`, `--unit-x`; centre by default).
-    Unit,
-    /// Mean over every filter of the layer (the filter only seeds the start image).
-    Layer,
-}
+use crate::device::Precision;
+use crate::error::{Result, WorkerError};
+use crate::models::BUILTIN_INPUT_SIZE;
+
+/// What each image is optimised to drive: the contract's objective.
+pub use vephys_proto::params::Objective as ObjectiveKind;
 
 /// Which colour channels synthesis may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -60,73 +57,74 @@ pub struct SynthParams {
     pub seed: u64,
     /// Standard deviation of the Gaussian noise around the mean colour that synthesis starts from.
     pub init_std: f64,
+    /// The precision of the gradient passes, resolved for the device from the contract's
+    /// choice (`device::resolve_precision`); the final activity is measured in fp32 either way.
+    /// Part of the hash: bf16 and fp32 images are not interchangeable.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for SynthParams {
     fn default() -> Self {
-        SynthParams {
-            steps: 256,
-            size: 224,
-            lr: 0.05,
-            decay: 1e-4,
-            blur_sigma: 1.0,
-            blur_every: 4,
-            objective: ObjectiveKind::Channel,
-            unit_y: None,
-            unit_x: None,
-            color: ColorMode::Rgb,
-            seed: 0,
-            init_std: 0.1,
-        }
+        SynthParams::from_contract(&SynthesisParams::default(), BUILTIN_INPUT_SIZE, 0)
     }
 }
 
+/// Std of the start images' noise around the mean colour.
+const INIT_STD: f64 = 0.1;
+
 impl SynthParams {
+    /// The engine's parameters for the contract's table `s` at `size` px with `seed`, in fp32:
+    /// the caller resolves the table's precision for its device (`device::resolve_precision`)
+    /// and sets `precision`.
+    pub fn from_contract(s: &SynthesisParams, size: i64, seed: u64) -> SynthParams {
+        SynthParams {
+            steps: i64::from(s.steps),
+            size,
+            lr: s.lr,
+            decay: s.decay,
+            blur_sigma: s.blur_sigma,
+            blur_every: i64::from(s.blur_every),
+            objective: s.objective,
+            unit_y: None,
+            unit_x: None,
+            color: ColorMode::Rgb,
+            seed,
+            init_std: INIT_STD,
+            precision: Precision::Fp32,
+        }
+    }
+
+    /// The contract's table these parameters come from (bounds are checked there).
+    fn contract(&self) -> SynthesisParams {
+        let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+        SynthesisParams {
+            steps: clamp(self.steps),
+            lr: self.lr,
+            image_size: clamp(self.size),
+            objective: self.objective,
+            decay: self.decay,
+            blur_sigma: self.blur_sigma,
+            blur_every: clamp(self.blur_every),
+            precision: PrecisionChoice::from(self.precision),
+            ..SynthesisParams::default()
+        }
+    }
+
     /// Checks every bound; the first violation comes back naming its flag.
     pub fn validate(&self) -> Result<()> {
         let bad = WorkerError::bad;
-        if self.steps <= 0 {
-            return Err(bad(
-                "--steps",
-                format!("{} is not a positive number of steps", self.steps),
-            ));
+        if self.steps <= 0 || self.size < 8 || self.blur_every < 0 {
+            let (name, value) = match (self.steps <= 0, self.size < 8) {
+                (true, _) => ("--steps", self.steps),
+                (_, true) => ("--size", self.size),
+                _ => ("--blur-every", self.blur_every),
+            };
+            return Err(bad(name, format!("{value} is out of bounds")));
         }
-        if self.size < 8 {
-            return Err(bad(
-                "--size",
-                format!("{} px is too small; use at least 8", self.size),
-            ));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(bad(
-                "--lr",
-                format!("{} must be a positive number", self.lr),
-            ));
-        }
-        if !(0.0..1.0).contains(&self.decay) {
-            return Err(bad("--decay", format!("{} must be in [0, 1)", self.decay)));
-        }
-        if !(self.blur_sigma.is_finite() && self.blur_sigma >= 0.0) {
-            return Err(bad(
-                "--blur-sigma",
-                format!("{} must be >= 0 (0 turns blurring off)", self.blur_sigma),
-            ));
-        }
-        if self.blur_every < 0 {
-            return Err(bad(
-                "--blur-every",
-                format!("{} must be >= 0 (0 turns blurring off)", self.blur_every),
-            ));
-        }
-        if super::regularizers::blur_radius(self.blur_sigma) >= self.size {
-            return Err(bad(
-                "--blur-sigma",
-                format!(
-                    "{} px blur is wider than the {} px image",
-                    self.blur_sigma, self.size
-                ),
-            ));
-        }
+        let contract = self.contract();
+        contract.check()?;
+        contract.check_size(contract.image_size)?;
         if !(self.init_std.is_finite() && self.init_std >= 0.0) {
             return Err(bad("--init-std", format!("{} must be >= 0", self.init_std)));
         }

@@ -61,7 +61,8 @@ pub fn network() -> Network {
         .flat_map(|k| k.iter().flatten())
         .map(|v| *v as f32)
         .collect();
-    let weight = &net.parameters()["conv.weight"];
+    let params = net.parameters().unwrap();
+    let weight = &params["conv.weight"];
     tch::no_grad(|| {
         weight
             .shallow_clone()
