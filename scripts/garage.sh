@@ -4,7 +4,10 @@
 #   eval "$(scripts/garage.sh start)"   # fresh empty node, bucket and key; prints `export` lines
 #   scripts/garage.sh env               # re-prints the export lines of the running node
 #   scripts/garage.sh stop              # stops the node this script started
+#   scripts/garage.sh install           # only builds the binary (once, cached), e.g. in the
+#                                       # background while the project builds
 #
+# VEPHYS_TEST_S3_PID is the server's pid, for the chaos test (cli/tests/chaos.rs) to pause it.
 # Only the `export` lines go to stdout (so `eval` is safe); progress goes to stderr, and the
 # server's and the admin commands' output (which holds the secret key) to
 # $VEPHYS_CACHE/garage/garage.log. Every `start` wipes the previous data, so tests always see an
@@ -34,11 +37,21 @@ g() { "$bin" -c "$conf" "$@"; }
 
 ensure_binary() {
   [ -x "$bin" ] && return 0
-  command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain to build garage $GARAGE_VERSION"
-  say "building garage $GARAGE_VERSION into $home (once; takes about 17 minutes on 2 cores)"
-  cargo install garage --version "$GARAGE_VERSION" --locked --root "$home" \
-    --target-dir "$VEPHYS_CACHE/garage-target" >&2 || die "cargo install garage $GARAGE_VERSION failed"
-  [ -x "$bin" ] || die "cargo install finished but $bin is missing"
+  # one build at a time: .ci/run starts one in the background, and `start` waits for it here
+  mkdir -p "$home"
+  exec 9>"$home/.build.lock"
+  if ! flock -n 9; then
+    say "waiting for the garage build already running"
+    flock 9
+  fi
+  if [ ! -x "$bin" ]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain to build garage $GARAGE_VERSION"
+    say "building garage $GARAGE_VERSION into $home (once; takes about 17 minutes on 2 cores)"
+    cargo install garage --version "$GARAGE_VERSION" --locked --root "$home" \
+      --target-dir "$VEPHYS_CACHE/garage-target" >&2 || die "cargo install garage $GARAGE_VERSION failed"
+    [ -x "$bin" ] || die "cargo install finished but $bin is missing"
+  fi
+  exec 9>&- # the server started next must not hold the lock
 }
 
 # The pid in the pid file, if that process is alive and really is a garage we started.
@@ -174,6 +187,7 @@ export AWS_ACCESS_KEY_ID='$key_id'
 export AWS_SECRET_ACCESS_KEY='$secret'
 export AWS_REGION='garage'
 export AWS_ALLOW_HTTP='true'
+export VEPHYS_TEST_S3_PID='$(cat "$pidfile")'
 EOF
   )
   say "ready: bucket $bucket, key $key_id"
@@ -188,7 +202,8 @@ print_env() {
 
 case "${1:-}" in
   start) start ;;
+  install) ensure_binary ;;
   stop) stop ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|env|install" >&2; exit 2 ;;
 esac

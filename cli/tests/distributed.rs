@@ -9,198 +9,18 @@ mod e2e;
 
 use std::time::Duration;
 
-use e2e::{binary, free_port, text, vephys, wait_for, weights_dir, Proc};
+use e2e::cluster::{
+    artifacts_are_whole, env, query_i64, register_model_from_s3, start_cluster, until_finished,
+};
+use e2e::{free_port, text, Proc};
 use sqlx::{Connection, PgConnection, Row};
-use vephys_objects::{sha256_hex, Objects, S3Options};
-
-struct Env {
-    database: String,
-    s3_endpoint: String,
-    bucket: String,
-}
-
-fn env() -> Env {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set; run the tests through scripts/test.sh (it starts Postgres and Garage)")
-        })
-    };
-    Env {
-        database: var("VEPHYS_TEST_DATABASE_URL"),
-        s3_endpoint: var("VEPHYS_TEST_S3_ENDPOINT"),
-        bucket: var("VEPHYS_TEST_S3_BUCKET"),
-    }
-}
-
-/// A fresh Postgres database for this test; its URL.
-async fn fresh_database(base: &str, name: &str) -> String {
-    let mut admin = PgConnection::connect(base)
-        .await
-        .expect("connect to Postgres");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (server, _) = base.rsplit_once('/').expect("the url names a database");
-    format!("{server}/{name}")
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    url: String,
-    user_token: &'static str,
-    worker_token: &'static str,
-    store: String,
-    s3_endpoint: String,
-    _coordinator: Proc,
-}
-
-impl Cluster {
-    fn worker(&self, name: &str, extra: &[&str]) -> Proc {
-        let mut args: Vec<String> = [
-            "serve",
-            "--coordinator",
-            &self.url,
-            "--store",
-            &self.store,
-            "--s3-endpoint",
-            &self.s3_endpoint,
-            "--device",
-            "cpu",
-            "--max-jobs",
-            "2",
-            "--name",
-            name,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let home = self.dir.path().join(name);
-        for (flag, sub) in [
-            ("--weights-dir", "no-weights"),
-            ("--cache-dir", "cache"),
-            ("--spool-dir", "spool"),
-        ] {
-            args.push(flag.into());
-            args.push(home.join(sub).display().to_string());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Proc::start(
-            &binary("vephys-worker"),
-            &args,
-            &[
-                ("VEPHYS_WORKER_TOKEN", self.worker_token.to_string()),
-                ("VEPHYS_LOG", "info".into()),
-            ],
-            &self.dir.path().join(format!("{name}.log")),
-        )
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["--coordinator", &self.url, "--token", self.user_token];
-        all.extend_from_slice(args);
-        vephys(&all)
-    }
-}
-
-async fn start_cluster(env: &Env, name: &str) -> (Cluster, String) {
-    let database = fresh_database(&env.database, name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (grpc, http) = (free_port(), free_port());
-    let coordinator = Proc::start(
-        &binary("vephys-coordinator"),
-        &[
-            "--database-url".into(),
-            database.clone(),
-            "--listen".into(),
-            format!("127.0.0.1:{grpc}"),
-            "--http".into(),
-            format!("127.0.0.1:{http}"),
-            "--lease-seconds".into(),
-            "4".into(),
-            "--reap-seconds".into(),
-            "1".into(),
-            "--retry-base-seconds".into(),
-            "1".into(),
-        ],
-        &[
-            ("VEPHYS_WORKER_TOKEN", "w-secret".into()),
-            ("VEPHYS_USER_TOKEN", "u-secret".into()),
-        ],
-        &dir.path().join("coordinator.log"),
-    );
-    let cluster = Cluster {
-        url: format!("http://127.0.0.1:{grpc}"),
-        user_token: "u-secret",
-        worker_token: "w-secret",
-        store: format!("s3://{}/{name}", env.bucket),
-        s3_endpoint: env.s3_endpoint.clone(),
-        _coordinator: coordinator,
-        dir,
-    };
-    wait_for("the coordinator", Duration::from_secs(30), || {
-        cluster.cli(&["models"]).status.success().then_some(())
-    });
-    (cluster, database)
-}
-
-/// Uploads the real weights to S3 and registers the model with their URI and sha256, so the
-/// workers (which have no local weights) must fetch and check them.
-async fn register_model_from_s3(cluster: &Cluster) {
-    let weights = weights_dir().join("efficientnet_lite0.safetensors");
-    let objects = Objects::open(
-        &cluster.store,
-        &S3Options {
-            endpoint: Some(cluster.s3_endpoint.clone()),
-        },
-    )
-    .unwrap();
-    let stored = objects
-        .put(
-            "weights/efficientnet_lite0.safetensors",
-            std::fs::read(&weights).unwrap(),
-        )
-        .await
-        .unwrap();
-    let layers = std::process::Command::new(binary("vephys-worker"))
-        .args([
-            "layers",
-            "--model",
-            "efficientnet_lite0",
-            "--json",
-            "--weights",
-        ])
-        .arg(&weights)
-        .output()
-        .unwrap();
-    assert!(layers.status.success(), "{}", text(&layers.stderr));
-    let mut model: serde_json::Value = serde_json::from_slice(&layers.stdout).unwrap();
-    assert_eq!(model["weights_sha256"], stored.sha256.as_str());
-    model["weights_uri"] = stored.uri.clone().into();
-    let file = cluster.dir.path().join("model.json");
-    std::fs::write(&file, model.to_string()).unwrap();
-    let added = cluster.cli(&["models", "add", file.to_str().unwrap()]);
-    assert!(added.status.success(), "{}", text(&added.stderr));
-}
-
-async fn query_i64(db: &mut PgConnection, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(db)
-        .await
-        .unwrap()
-        .get::<i64, _>(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     let env = env();
-    let (cluster, database) = start_cluster(&env, "vt_e2e_distributed").await;
+    let cluster = start_cluster(&env, "vt_e2e_distributed").await;
     register_model_from_s3(&cluster).await;
-    let mut db = PgConnection::connect(&database).await.unwrap();
+    let mut db = PgConnection::connect(&cluster.database).await.unwrap();
 
     let mut w1 = cluster.worker("w1", &[]);
     let w2 = cluster.worker("w2", &[]);
@@ -259,33 +79,9 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     w2.signal(libc::SIGCONT);
 
-    let watch = tokio::time::timeout(Duration::from_secs(900), async {
-        loop {
-            let open = query_i64(
-                &mut db,
-                "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
-            )
-            .await;
-            if open == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await;
-    let logs = || {
-        ["w1", "w2", "w3", "coordinator"]
-            .map(|n| {
-                format!(
-                    "--- {n}:\n{}",
-                    std::fs::read_to_string(cluster.dir.path().join(format!("{n}.log")))
-                        .unwrap_or_default()
-                )
-            })
-            .join("\n")
-    };
+    let logs = || cluster.logs(&["w1", "w2", "w3", "coordinator"]);
     assert!(
-        watch.is_ok(),
+        until_finished(&mut db, Duration::from_secs(900)).await,
         "the campaign did not finish; logs:\n{}",
         logs()
     );
@@ -308,34 +104,11 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     );
 
     // every artifact exists in S3 with its recorded sha256, under the winning attempt's key
-    let objects = Objects::open(
-        &cluster.store,
-        &S3Options {
-            endpoint: Some(cluster.s3_endpoint.clone()),
-        },
-    )
-    .unwrap();
-    let artifacts = sqlx::query("SELECT a.job_id, a.uri, a.sha256, r.attempt FROM artifacts a JOIN results r ON r.job_id = a.job_id")
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
+    let artifacts = artifacts_are_whole(&cluster, &mut db).await;
     assert!(
-        artifacts.len() >= 32 + 8,
-        "a record per job and a max image per live unit: {}",
-        artifacts.len()
+        artifacts >= 32 + 8,
+        "a record per job and a max image per live unit: {artifacts}"
     );
-    for row in &artifacts {
-        let (uri, sha, attempt): (String, String, i64) = (row.get(1), row.get(2), row.get(3));
-        let bytes = objects
-            .get(&uri)
-            .await
-            .unwrap_or_else(|e| panic!("{uri}: {e}"));
-        assert_eq!(sha256_hex(&bytes), sha, "{uri}");
-        assert!(
-            uri.contains(&format!("/attempt_{attempt}/")),
-            "{uri} is not the winner's (attempt {attempt})"
-        );
-    }
 
     // the paused worker's jobs were finished by a later lease, and its late results refused
     for (job, attempt) in &held {
@@ -360,7 +133,7 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_refuse_to_start_with_a_bad_token_or_store() {
     let env = env();
-    let (cluster, _) = start_cluster(&env, "vt_e2e_bad_start").await;
+    let cluster = start_cluster(&env, "vt_e2e_bad_start").await;
     let bad = |proc: &mut Proc, says: &str| {
         let status = proc
             .wait_exit(Duration::from_secs(60))
@@ -384,4 +157,83 @@ async fn workers_refuse_to_start_with_a_bad_token_or_store() {
     bad(&mut unreachable, "cannot write to the store");
     let mut no_bucket = cluster.worker("bad-bucket", &["--store", "s3://no-such-bucket-vephys/x"]);
     bad(&mut no_bucket, "cannot write to the store");
+}
+
+/// An exported model reaches workers only through the store: `vephys models add model.json
+/// --store` uploads its archive and registers its manifest; workers without a copy fetch the
+/// archive by the registry's weights_uri, check its sha256 and run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_fetch_an_exported_model_from_the_store() {
+    let env = env();
+    let cluster = start_cluster(&env, "vt_e2e_exported").await;
+    let export = e2e::exported("resnet18_small");
+    let added = cluster.cli(&[
+        "models",
+        "add",
+        export.join("model.json").to_str().unwrap(),
+        "--store",
+        &cluster.store,
+        "--s3-endpoint",
+        &cluster.s3_endpoint,
+    ]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let mut db = PgConnection::connect(&cluster.database).await.unwrap();
+    let (uri, sha): (String, String) = {
+        let row = sqlx::query(
+            "SELECT weights_uri, weights_sha256 FROM models WHERE name = 'resnet18_small'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(uri.starts_with(&cluster.store), "{uri}");
+
+    let _w1 = cluster.worker("w1", &[]);
+    let _w2 = cluster.worker("w2", &[]);
+    let submit = cluster.cli(&[
+        "submit",
+        "--name",
+        "exported",
+        "--model",
+        "resnet18_small",
+        "--layers",
+        "layer1",
+        "--filters",
+        "0..4",
+        "--probes",
+        "synthesis,baseline,rotation",
+        "--steps",
+        "8",
+    ]);
+    assert!(submit.status.success(), "{}", text(&submit.stderr));
+    let logs = || cluster.logs(&["w1", "w2", "coordinator"]);
+    assert!(
+        until_finished(&mut db, Duration::from_secs(600)).await,
+        "the campaign did not finish; logs:\n{}",
+        logs()
+    );
+    assert_eq!(
+        query_i64(
+            &mut db,
+            "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'"
+        )
+        .await,
+        12,
+        "{}",
+        logs()
+    );
+    // every result names the archive's sha256, and the workers fetched it from the store
+    let other = sqlx::query("SELECT COUNT(*) FROM results WHERE weights_sha256 <> $1")
+        .bind(&sha)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get::<i64, _>(0);
+    assert_eq!(other, 0);
+    assert!(
+        logs().contains("weights fetched from the store"),
+        "{}",
+        logs()
+    );
 }

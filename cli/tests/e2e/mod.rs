@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -139,4 +141,18 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// An exported model's directory written by scripts/python/make_export_fixtures.py.
+pub fn exported(name: &str) -> PathBuf {
+    let fixtures = std::env::var_os("VEPHYS_FIXTURES")
+        .map(PathBuf::from)
+        .expect("VEPHYS_FIXTURES is not set; run the tests through scripts/test.sh");
+    let dir = fixtures.join("exported").join(name);
+    assert!(
+        dir.join("model.json").is_file(),
+        "{} is missing; run scripts/test.sh, which exports it",
+        dir.display()
+    );
+    dir
 }
