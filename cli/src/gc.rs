@@ -95,7 +95,11 @@ pub async fn run(client: &mut Client, args: &GcArgs, data_dir: Option<&Path>) ->
     )
     .context("bad --store")?;
     let campaigns = match args.campaigns.is_empty() {
-        true => paging::campaigns(client).await?.iter().map(|c| c.id).collect(),
+        true => paging::campaigns(client)
+            .await?
+            .iter()
+            .map(|c| c.id)
+            .collect(),
         false => args.campaigns.clone(),
     };
     let mut total = (0u64, 0u64);
@@ -117,7 +121,12 @@ pub async fn run(client: &mut Client, args: &GcArgs, data_dir: Option<&Path>) ->
 }
 
 /// Finds one campaign's garbage, prints it and (with --delete) removes it; its count and size.
-async fn collect(client: &mut Client, objects: &Objects, id: i64, args: &GcArgs) -> Result<(u64, u64)> {
+async fn collect(
+    client: &mut Client,
+    objects: &Objects,
+    id: i64,
+    args: &GcArgs,
+) -> Result<(u64, u64)> {
     let jobs = jobs(client, id).await?;
     let mut listing = objects.list(&format!("campaigns/{id}/"));
     let mut found: HashMap<Garbage, Vec<Listed>> = HashMap::new();
@@ -149,10 +158,13 @@ async fn collect(client: &mut Client, objects: &Objects, id: i64, args: &GcArgs)
             }
         }
     }
-    println!("campaign {id}: {kept} objects kept{}", match unknown {
-        0 => String::new(),
-        n => format!(", {n} not of its jobs (kept)"),
-    });
+    println!(
+        "campaign {id}: {kept} objects kept{}",
+        match unknown {
+            0 => String::new(),
+            n => format!(", {n} not of its jobs (kept)"),
+        }
+    );
     if args.delete {
         let all: Vec<String> = reasons
             .into_iter()
@@ -185,7 +197,10 @@ async fn remove(objects: &Objects, uris: Vec<String>) -> Result<()> {
 }
 
 /// The campaign's jobs by (layer, filter, probe).
-async fn jobs(client: &mut Client, campaign_id: i64) -> Result<HashMap<(String, i64, String), JobState>> {
+async fn jobs(
+    client: &mut Client,
+    campaign_id: i64,
+) -> Result<HashMap<(String, i64, String), JobState>> {
     let mut jobs = HashMap::new();
     let mut page_token = String::new();
     loop {
@@ -270,7 +285,8 @@ mod tests {
     fn verdict_for(state: &str, attempt: i64, result: i64, key_attempt: i64) -> Verdict {
         let j = job(state, attempt, result);
         let jobs = HashMap::from([((j.layer.clone(), j.filter, j.probe.clone()), j)]);
-        let key = format!("campaigns/7/blocks.4/filter_0003/zoom/attempt_{key_attempt}/record.json");
+        let key =
+            format!("campaigns/7/blocks.4/filter_0003/zoom/attempt_{key_attempt}/record.json");
         verdict(&jobs, 7, &key)
     }
 
@@ -279,8 +295,14 @@ mod tests {
         use Garbage::*;
         // succeeded at attempt 2: attempts 1 and 3 lost, 2 is the result
         assert_eq!(verdict_for("succeeded", 3, 2, 2), Verdict::Keep);
-        assert_eq!(verdict_for("succeeded", 3, 2, 1), Verdict::Remove(LostAttempt));
-        assert_eq!(verdict_for("succeeded", 3, 2, 3), Verdict::Remove(LostAttempt));
+        assert_eq!(
+            verdict_for("succeeded", 3, 2, 1),
+            Verdict::Remove(LostAttempt)
+        );
+        assert_eq!(
+            verdict_for("succeeded", 3, 2, 3),
+            Verdict::Remove(LostAttempt)
+        );
         // leased at attempt 2: it may still complete; attempt 1 cannot
         assert_eq!(verdict_for("leased", 2, 0, 2), Verdict::Keep);
         assert_eq!(verdict_for("leased", 2, 0, 1), Verdict::Remove(LostAttempt));
@@ -288,7 +310,10 @@ mod tests {
         assert_eq!(verdict_for("queued", 2, 0, 2), Verdict::Remove(LostAttempt));
         assert_eq!(verdict_for("queued", 2, 0, 3), Verdict::Keep);
         assert_eq!(verdict_for("failed", 3, 0, 3), Verdict::Remove(FailedJob));
-        assert_eq!(verdict_for("cancelled", 1, 0, 1), Verdict::Remove(CancelledJob));
+        assert_eq!(
+            verdict_for("cancelled", 1, 0, 1),
+            Verdict::Remove(CancelledJob)
+        );
     }
 
     #[test]

@@ -17,12 +17,13 @@ use tokio_stream::StreamExt;
 use vephys_proto::manifest::Manifest;
 use vephys_proto::spec::{CampaignSpec, Filters, Probe, SynthesisParams};
 use vephys_proto::v1::{
-    Campaign, GetCampaignRequest, JobResult, ListModelsRequest, QueryResultsRequest,
-    SubmitCampaignRequest,
+    Campaign, GetCampaignRequest, ListModelsRequest, QueryResultsRequest, SubmitCampaignRequest,
 };
 
+use crate::artifacts::fetch_images;
+use crate::campaigns::total;
 use crate::embedded::{DataDir, Embedded};
-use crate::{fetch_images, report, Client};
+use crate::{report, results, Client};
 
 #[derive(Debug, Args)]
 pub struct LocalArgs {
@@ -126,7 +127,9 @@ fn exported_manifest(args: &LocalArgs) -> Result<Option<Manifest>> {
         None => {
             let weights = std::env::var_os("VEPHYS_WEIGHTS_DIR")
                 .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vephys/weights")));
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vephys/weights"))
+                });
             match weights.map(|w| w.join(&args.model)) {
                 Some(dir) if dir.join("model.json").is_file() => dir,
                 _ => return Ok(None),
@@ -135,7 +138,10 @@ fn exported_manifest(args: &LocalArgs) -> Result<Option<Manifest>> {
     };
     let path = dir.join("model.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("cannot read {}; give the directory vephys-export wrote", path.display())
+        format!(
+            "cannot read {}; give the directory vephys-export wrote",
+            path.display()
+        )
     })?;
     let manifest = Manifest::parse(&text).with_context(|| format!("{}", path.display()))?;
     Ok(Some(manifest))
@@ -164,7 +170,8 @@ fn spec(args: &LocalArgs, exported: Option<&Manifest>) -> Result<CampaignSpec> {
         name: format!("local {} {layer} {}", args.model, args.filters),
         model: args.model.clone(),
         layers: vec![layer.clone()],
-        filters: Filters::parse(&args.filters).map_err(|e| anyhow::anyhow!("bad value for --filters: {e}"))?,
+        filters: Filters::parse(&args.filters)
+            .map_err(|e| anyhow::anyhow!("bad value for --filters: {e}"))?,
         probes,
         seed: args.seed,
         synthesis: SynthesisParams {
@@ -268,7 +275,7 @@ async fn drive(
         "campaign {} ({}): {} jobs{} — data in {}",
         campaign.id,
         campaign.name,
-        total(&campaign),
+        total(&campaign.totals.unwrap_or_default()),
         if resumed { ", resumed" } else { "" },
         data.root.display()
     );
@@ -287,7 +294,14 @@ async fn drive(
     };
     let wall = started.elapsed();
 
-    let results = query_results(&mut client, finished.id).await?;
+    let results = results::query(
+        &mut client,
+        QueryResultsRequest {
+            campaign_id: finished.id,
+            ..Default::default()
+        },
+    )
+    .await?;
     let units = report::units(&results);
     println!();
     report::print_table(&units);
@@ -313,7 +327,7 @@ async fn drive(
         "campaign {} {}: {} jobs",
         finished.id,
         finished.state,
-        total(&finished)
+        total(&finished.totals.unwrap_or_default())
     );
     if resumed {
         println!(
@@ -335,10 +349,7 @@ async fn drive(
         args.data_dir.display(),
         finished.id
     );
-    println!(
-        "browse: vephys --data-dir {} ui",
-        args.data_dir.display()
-    );
+    println!("browse: vephys --data-dir {} ui", args.data_dir.display());
     if finished.state != "succeeded" {
         bail!(
             "campaign {} ended {}; `vephys --data-dir {} status {}` shows the failed jobs' errors",
@@ -421,7 +432,7 @@ async fn follow(client: &mut Client, id: i64) -> Result<Campaign> {
     while let Some(campaign) = stream.next().await {
         let campaign = campaign?;
         let t = campaign.totals.unwrap_or_default();
-        let n = total(&campaign).max(1) as f64;
+        let n = total(&t).max(1) as f64;
         let done = (t.succeeded + t.failed + t.cancelled) as f64 + campaign.leased_progress;
         bar.set_position((1000.0 * done / n) as u64);
         bar.set_message(groups_line(&campaign));
@@ -458,26 +469,6 @@ fn groups_line(c: &Campaign) -> String {
         })
         .collect::<Vec<_>>()
         .join(" · ")
-}
-
-fn total(c: &Campaign) -> u64 {
-    let t = c.totals.unwrap_or_default();
-    t.waiting + t.queued + t.leased + t.succeeded + t.failed + t.cancelled
-}
-
-pub async fn query_results(client: &mut Client, id: i64) -> Result<Vec<JobResult>> {
-    let mut stream = client
-        .query_results(QueryResultsRequest {
-            campaign_id: id,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let mut results = Vec::new();
-    while let Some(r) = stream.next().await {
-        results.push(r?);
-    }
-    Ok(results)
 }
 
 /// After a Ctrl-C: asks the worker to finish and report its batch in flight (SIGTERM) and waits

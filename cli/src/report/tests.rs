@@ -231,7 +231,8 @@ fn campaign_results(store: &mut Store) -> Vec<JobResult> {
         "color",
         "ok",
         10.0,
-        json!({"csi": 0.42, "preferred_channel": "r", "channel_selectivity": [0.42, 0.1, null]}),
+        json!({"preferred_channel": "r", "preferred_channel_selectivity": 0.2,
+               "channel_selectivity": [0.2, 0.1, null], "channel_selectivity_equal": [0.25, 0.05, null]}),
         color_points,
         color_artifacts,
     ));
@@ -246,7 +247,7 @@ fn campaign_results(store: &mut Store) -> Vec<JobResult> {
         "baseline",
         "ok",
         5.0,
-        json!({"csi": 0.3}),
+        json!({"csi": 0.42}),
         baseline_points,
         vec![],
     ));
@@ -523,6 +524,8 @@ fn report_has_every_unit_its_images_and_wellformed_plots() {
         "preferred 90°",
         "colour selectivity (csi) 0.42",
         "preferred channel r",
+        "channel selectivity r 0.25, g 0.05, b -",
+        "against luma gray r 0.2, g 0.1, b -",
         "fill tile",
         "flat (no tuning)",
     ] {
