@@ -14,12 +14,22 @@ fixture_stamp="$( (cat scripts/python/make_fixtures.py scripts/python/reference.
   scripts/python/make_export_fixtures.py scripts/python/efficientnet_lite0_export.py;
   find exporter -path exporter/tests -prune -o -type f \( -name '*.py' -o -name '*.toml' \) -print \
     | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-16)"
+fixtures_pid=
 if [ "$(cat "$VEPHYS_FIXTURES/.stamp" 2>/dev/null)" != "$fixture_stamp" ]; then
-  echo "test: writing PyTorch reference fixtures to $VEPHYS_FIXTURES" >&2
+  echo "test: writing PyTorch reference fixtures to $VEPHYS_FIXTURES (beside the build)" >&2
   rm -rf "$VEPHYS_FIXTURES"
-  (cd scripts/python && python make_fixtures.py "$VEPHYS_FIXTURES")
-  python scripts/python/make_export_fixtures.py "$VEPHYS_FIXTURES"
-  echo "$fixture_stamp" > "$VEPHYS_FIXTURES/.stamp"
+  (
+    set -e
+    (cd scripts/python && python make_fixtures.py "$VEPHYS_FIXTURES")
+    python scripts/python/make_export_fixtures.py "$VEPHYS_FIXTURES"
+    echo "$fixture_stamp" > "$VEPHYS_FIXTURES/.stamp"
+  ) &
+  fixtures_pid=$!
+fi
+# the build first, beside the fixtures (both take minutes on a fresh machine)
+cargo test --workspace --no-run "$@"
+if [ -n "$fixtures_pid" ]; then
+  wait "$fixtures_pid" || { echo "test: writing the fixtures failed (see above)" >&2; exit 1; }
 fi
 
 VEPHYS_TEST_DATABASE_URL="$(scripts/postgres.sh)"
