@@ -108,7 +108,15 @@ fn local_runs_every_probe_writes_the_report_and_resumes() {
     std::fs::create_dir_all(&images).unwrap();
     std::fs::copy(&png, images.join("filter_0000.png")).unwrap();
     let probe = std::process::Command::new(&worker)
-        .args(["probe", "--probe", "baseline", "--layer", "blocks.4", "--filters", "0"])
+        .args([
+            "probe",
+            "--probe",
+            "baseline",
+            "--layer",
+            "blocks.4",
+            "--filters",
+            "0",
+        ])
         .args(["--device", "cpu", "--json", "--images"])
         .arg(&images)
         .arg("--out")
@@ -122,7 +130,10 @@ fn local_runs_every_probe_writes_the_report_and_resumes() {
         job("baseline")["derived"]["csi"].as_f64().unwrap(),
         cli[0]["derived"]["csi"].as_f64().unwrap(),
     );
-    assert!((daemon - by_cli).abs() < 1e-4, "csi {daemon} (daemon) vs {by_cli} (probe)");
+    assert!(
+        (daemon - by_cli).abs() < 1e-4,
+        "csi {daemon} (daemon) vs {by_cli} (probe)"
+    );
 
     let report2 = dir.path().join("report2");
     let again = vephys(&[
@@ -291,7 +302,15 @@ fn local_runs_every_probe_on_an_exported_model() {
     assert!(results.status.success(), "{}", text(&results.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&results.stdout).unwrap();
     let rows = rows.as_array().unwrap();
-    for probe in ["synthesis", "baseline", "zoom", "rotation", "color", "grating", "hue"] {
+    for probe in [
+        "synthesis",
+        "baseline",
+        "zoom",
+        "rotation",
+        "color",
+        "grating",
+        "hue",
+    ] {
         assert_eq!(
             rows.iter().filter(|r| r["probe"] == probe).count(),
             2,

@@ -214,8 +214,18 @@ mod load {
         let port = free_port();
         let coordinator = Coordinator(
             Command::new(env!("CARGO_BIN_EXE_vephys-coordinator"))
-                .args(["--database-url", &url, "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--http", &format!("127.0.0.1:{}", free_port()), "--log", "warn"])
+                .args([
+                    "--database-url",
+                    &url,
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .args([
+                    "--http",
+                    &format!("127.0.0.1:{}", free_port()),
+                    "--log",
+                    "warn",
+                ])
                 .args(["--max-campaign-jobs", &JOBS.to_string()])
                 .env_remove("VEPHYS_USER_TOKEN")
                 .env_remove("VEPHYS_WORKER_TOKEN")
@@ -228,7 +238,9 @@ mod load {
         let mut users = loop {
             match CampaignsClient::connect(endpoint.clone()).await {
                 Ok(client) => break client,
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
                 Err(e) => bail!("the coordinator did not come up: {e}"),
             }
         };
@@ -265,7 +277,11 @@ mod load {
             .await?
             .into_inner();
         let totals = finished.totals.unwrap_or_default();
-        assert_eq!((done, totals.succeeded as usize), (JOBS, JOBS), "every job completed once");
+        assert_eq!(
+            (done, totals.succeeded as usize),
+            (JOBS, JOBS),
+            "every job completed once"
+        );
         println!();
         println!("load test: {JOBS} jobs, {WORKERS} workers at batch {BATCH}, gRPC, postgres");
         println!("  submit (expand {JOBS} jobs): {submit_s:.2} s");
@@ -273,7 +289,10 @@ mod load {
             "  lease + complete: {seconds:.2} s, {:.0} jobs/s",
             done as f64 / seconds
         );
-        println!("  coordinator peak memory (VmHWM): {:.1} MiB", coordinator.peak_mib()?);
+        println!(
+            "  coordinator peak memory (VmHWM): {:.1} MiB",
+            coordinator.peak_mib()?
+        );
         Ok(())
     }
 
@@ -332,7 +351,10 @@ mod load {
                     }],
                     artifacts: vec![Artifact {
                         kind: "record".into(),
-                        uri: format!("s3://bench/campaigns/{}/{}/attempt_{}/record.json", job.campaign_id, job.job_id, job.token),
+                        uri: format!(
+                            "s3://bench/campaigns/{}/{}/attempt_{}/record.json",
+                            job.campaign_id, job.job_id, job.token
+                        ),
                         sha256: "0".repeat(64),
                         bytes: 100,
                     }],

@@ -39,7 +39,10 @@ async fn main() -> Result<()> {
     let url = format!("sqlite://{}", dir.path().join("vephys.db").display());
     run("sqlite", &url, units, dir.path()).await?;
     if std::env::var_os("VEPHYS_BENCH_UI_KEEP").is_some() {
-        println!("  kept the SQLite database: {}", dir.keep().join("vephys.db").display());
+        println!(
+            "  kept the SQLite database: {}",
+            dir.keep().join("vephys.db").display()
+        );
     }
     if let Ok(base) = std::env::var("VEPHYS_TEST_DATABASE_URL") {
         let url = recreate(&base, "vephys_bench_ui").await?;

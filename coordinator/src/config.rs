@@ -228,7 +228,10 @@ mod tests {
     fn an_open_api_off_loopback_needs_insecure() {
         let open = Config::parse_from(["vephys-coordinator", "--listen", "0.0.0.0:7070"]);
         let err = open.check_exposure().unwrap_err();
-        assert!(err.contains("--insecure") && err.contains("--user-token and --worker-token"), "{err}");
+        assert!(
+            err.contains("--insecure") && err.contains("--user-token and --worker-token"),
+            "{err}"
+        );
         let half = Config::parse_from([
             "vephys-coordinator",
             "--listen",
@@ -236,8 +239,16 @@ mod tests {
             "--user-token",
             "u",
         ]);
-        assert!(half.check_exposure().unwrap_err().contains("--worker-token is"));
-        let insecure = Config::parse_from(["vephys-coordinator", "--listen", "0.0.0.0:7070", "--insecure"]);
+        assert!(half
+            .check_exposure()
+            .unwrap_err()
+            .contains("--worker-token is"));
+        let insecure = Config::parse_from([
+            "vephys-coordinator",
+            "--listen",
+            "0.0.0.0:7070",
+            "--insecure",
+        ]);
         insecure.check_exposure().unwrap();
         let closed = Config::parse_from([
             "vephys-coordinator",
@@ -249,7 +260,9 @@ mod tests {
             "w",
         ]);
         closed.check_exposure().unwrap();
-        Config::parse_from(["vephys-coordinator"]).check_exposure().unwrap();
+        Config::parse_from(["vephys-coordinator"])
+            .check_exposure()
+            .unwrap();
         let v6 = Config::parse_from(["vephys-coordinator", "--listen", "[::1]:7070"]);
         v6.check_exposure().unwrap();
     }

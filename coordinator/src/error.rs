@@ -140,7 +140,9 @@ impl From<Error> for tonic::Status {
                     tracing::warn!(error = %message, ?code, "database unavailable; the client retries");
                     tonic::Status::new(
                         code,
-                        format!("the database is unavailable for now ({db}); retry after a backoff"),
+                        format!(
+                            "the database is unavailable for now ({db}); retry after a backoff"
+                        ),
                     )
                 }
             },

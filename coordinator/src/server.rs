@@ -76,7 +76,10 @@ pub async fn serve_grpc_with_health(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let options = ServeOptions::default();
-    serve_grpc_with_options(store, metrics, settings, options, health, listener, shutdown).await
+    serve_grpc_with_options(
+        store, metrics, settings, options, health, listener, shutdown,
+    )
+    .await
 }
 
 /// [`serve_grpc_with_health`] with the stream limit and keepalive given.
@@ -234,7 +237,10 @@ pub fn spawn_reaper(
         let mut resume_at = Instant::now() + grace;
         // whether the database was unreachable at the last look
         let mut down = false;
-        tracing::info!(grace_ms = grace.as_millis() as u64, "reaping starts after one lease length");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "reaping starts after one lease length"
+        );
         loop {
             ticker.tick().await;
             if Instant::now() < resume_at {

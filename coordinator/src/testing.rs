@@ -2,10 +2,10 @@
 //! fresh Postgres database per test, and a TCP proxy in front of it that a test can break.
 //! Not used by the coordinator itself.
 
+use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use sha2::Digest;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,8 +45,8 @@ impl Proxy {
                         RESET => drop(client),
                         _ => {
                             if let Ok(mut server) = TcpStream::connect(target).await {
-                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
-                                    .await;
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut client, &mut server).await;
                             }
                         }
                     }
@@ -133,4 +133,3 @@ pub async fn fresh_postgres(name: &str) -> String {
         None => panic!("VEPHYS_TEST_DATABASE_URL {base} has no database path"),
     }
 }
-

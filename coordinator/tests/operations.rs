@@ -20,10 +20,18 @@ use vephys_proto::v1::{
 /// lives as long as the returned `TestDb`.
 async fn coordinator(name: &str, options: ServeOptions) -> (Coordinator, TestDb) {
     let db = open(Backend::Sqlite, name, policy()).await;
-    db.store.register_model(&test_model("testnet")).await.unwrap();
+    db.store
+        .register_model(&test_model("testnet"))
+        .await
+        .unwrap();
     for i in 0..5 {
         db.store
-            .submit_campaign(&spec(&format!("c{i}"), "[\"conv1\"]", "\"0..3\"", "[\"synthesis\"]"))
+            .submit_campaign(&spec(
+                &format!("c{i}"),
+                "[\"conv1\"]",
+                "\"0..3\"",
+                "[\"synthesis\"]",
+            ))
             .await
             .unwrap();
     }
@@ -119,14 +127,21 @@ async fn open_streams_are_bounded() {
     assert!(first.next().await.is_some());
     let refused = users.watch_campaign(watch(3)).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
-    assert!(refused.message().contains("--max-streams"), "{}", refused.message());
+    assert!(
+        refused.message().contains("--max-streams"),
+        "{}",
+        refused.message()
+    );
     drop(second);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match users.watch_campaign(watch(3)).await {
             Ok(_) => break,
             Err(status) if status.code() == Code::ResourceExhausted => {
-                assert!(Instant::now() < deadline, "the closed watch never gave its place back");
+                assert!(
+                    Instant::now() < deadline,
+                    "the closed watch never gave its place back"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(status) => panic!("{status:?}"),
@@ -153,21 +168,29 @@ fn an_open_api_off_loopback_needs_insecure() {
     let db = format!("sqlite://{}", dir.path().join("v.db").display());
     let run = |extra: &[&str]| {
         let mut cmd = Command::new(coordinator_binary());
-        cmd.args(["--database-url", &db, "--listen", &format!("0.0.0.0:{}", free_port())])
-            .args(["--http", &format!("127.0.0.1:{}", free_port())])
-            .args(extra)
-            .env_remove("VEPHYS_USER_TOKEN")
-            .env_remove("VEPHYS_WORKER_TOKEN")
-            .env_remove("VEPHYS_INSECURE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--database-url",
+            &db,
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()),
+        ])
+        .args(["--http", &format!("127.0.0.1:{}", free_port())])
+        .args(extra)
+        .env_remove("VEPHYS_USER_TOKEN")
+        .env_remove("VEPHYS_WORKER_TOKEN")
+        .env_remove("VEPHYS_INSECURE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         cmd
     };
     let refused = run(&["--user-token", "u"]).output().unwrap();
     assert!(!refused.status.success());
     let text = String::from_utf8_lossy(&refused.stderr);
-    assert!(text.contains("--worker-token is unset") && text.contains("--insecure"), "{text}");
+    assert!(
+        text.contains("--worker-token is unset") && text.contains("--insecure"),
+        "{text}"
+    );
 
     let mut insecure = run(&["--insecure"]).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -183,7 +206,10 @@ async fn shutdown_ends_within_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = Command::new(coordinator_binary())
-        .args(["--database-url", &format!("sqlite://{}", dir.path().join("v.db").display())])
+        .args([
+            "--database-url",
+            &format!("sqlite://{}", dir.path().join("v.db").display()),
+        ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--http", &format!("127.0.0.1:{}", free_port())])
         .args(["--shutdown-seconds", "1"])
@@ -197,7 +223,9 @@ async fn shutdown_ends_within_its_deadline() {
     let mut users = loop {
         match CampaignsClient::connect(url.clone()).await {
             Ok(client) => break client,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(e) => panic!("the coordinator did not come up: {e}"),
         }
     };
@@ -237,6 +265,10 @@ async fn shutdown_ends_within_its_deadline() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
-    assert!(asked.elapsed() < Duration::from_secs(5), "took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
     drop(watch);
 }

@@ -8,7 +8,6 @@
 
 mod common;
 
-use vephys_coordinator::testing::Proxy;
 use common::Backend;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use vephys_coordinator::auth::Tokens;
 use vephys_coordinator::metrics::Metrics;
 use vephys_coordinator::server::{serve_grpc_with_health, DbHealth, Settings};
 use vephys_coordinator::store::{Connect, Store};
+use vephys_coordinator::testing::Proxy;
 
 /// `GET path` over plain HTTP/1.1: the status code.
 async fn http_status(addr: SocketAddr, path: &str) -> u16 {

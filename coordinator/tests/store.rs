@@ -964,14 +964,18 @@ async fn views_answer_per_unit_questions(backend: Backend, name: &str) {
             let (curve, json): (&[(f64, f64)], String) = match job.probe.as_str() {
                 "rotation" => (
                     &[(0.0, 1.0), (90.0, 3.0), (180.0, 2.0)],
-                    derived(r#"{"preferred": 90.0, "bandwidth": 40.0, "circular_variance": 0.9,
-                        "symmetry_period_deg": 90.0, "symmetry_strength": 0.8, "mean": {}}"#),
+                    derived(
+                        r#"{"preferred": 90.0, "bandwidth": 40.0, "circular_variance": 0.9,
+                        "symmetry_period_deg": 90.0, "symmetry_strength": 0.8, "mean": {}}"#,
+                    ),
                 ),
                 "zoom" => (&[(0.5, 0.2), (2.0, 0.9)], derived(r#"{"bandwidth": 1.5}"#)),
                 "color" => (
                     &[],
-                    derived(r#"{"preferred_channel": "g", "preferred_channel_selectivity": 0.1,
-                        "channel_selectivity": [0.0, 0.3, 0.5]}"#),
+                    derived(
+                        r#"{"preferred_channel": "g", "preferred_channel_selectivity": 0.1,
+                        "channel_selectivity": [0.0, 0.3, 0.5]}"#,
+                    ),
                 ),
                 "baseline" => (&[], derived(r#"{"csi": 0.25, "mean": {"csi": 0.2}}"#)),
                 _ => {

@@ -391,7 +391,10 @@ impl Objects {
                     source,
                 })?;
                 let full = meta.location.to_string();
-                let key = full.strip_prefix(&store_prefix).unwrap_or(&full).to_string();
+                let key = full
+                    .strip_prefix(&store_prefix)
+                    .unwrap_or(&full)
+                    .to_string();
                 Ok(Listed {
                     uri: format!("{base}{key}"),
                     key,
@@ -499,16 +502,28 @@ mod tests {
         let small = objects.put("c/1/sub/b.bin", vec![2u8; 10]).await.unwrap();
         objects.put("c/2/c.bin", vec![3u8; 10]).await.unwrap();
 
-        assert_eq!(objects.get_bounded(&big.uri, 1000).await.unwrap().len(), 1000);
+        assert_eq!(
+            objects.get_bounded(&big.uri, 1000).await.unwrap().len(),
+            1000
+        );
         let err = objects.get_bounded(&big.uri, 999).await.unwrap_err();
-        assert!(matches!(err, ObjectsError::TooLarge { max: 999, .. }), "{err}");
+        assert!(
+            matches!(err, ObjectsError::TooLarge { max: 999, .. }),
+            "{err}"
+        );
         let err = objects
             .get_verified_bounded(&small.uri, &big.sha256, 100)
             .await
             .unwrap_err();
         assert!(matches!(err, ObjectsError::Sha256Mismatch { .. }), "{err}");
-        let missing = objects.get_bounded(&objects.uri("nope"), 10).await.unwrap_err();
-        assert!(missing.is_not_found() && !missing.is_unavailable(), "{missing}");
+        let missing = objects
+            .get_bounded(&objects.uri("nope"), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            missing.is_not_found() && !missing.is_unavailable(),
+            "{missing}"
+        );
 
         let dest = dir.path().join("copy.bin");
         let copied = objects.download(&big.uri, &dest, 1000).await.unwrap();

@@ -220,12 +220,19 @@ mod tests {
 
     #[test]
     fn bad_selections_say_how_to_write_one() {
-        for text in ["", "a", "3-1", "3..3", "1,,2", "-1", "1-", "..4", "1.5", "0-2-4", " , "] {
+        for text in [
+            "", "a", "3-1", "3..3", "1,,2", "-1", "1-", "..4", "1.5", "0-2-4", " , ",
+        ] {
             let err = resolve(text, 10).unwrap_err();
-            assert!(err.contains("0..16") && err.contains("0-15"), "{text:?}: {err}");
+            assert!(
+                err.contains("0..16") && err.contains("0-15"),
+                "{text:?}: {err}"
+            );
         }
         assert!(Filters::Many(vec![]).resolve(3).is_err());
-        assert!(Filters::Many(vec![FilterItem::Index(-2)]).resolve(3).is_err());
+        assert!(Filters::Many(vec![FilterItem::Index(-2)])
+            .resolve(3)
+            .is_err());
     }
 
     #[test]

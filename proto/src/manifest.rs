@@ -133,7 +133,10 @@ impl Manifest {
         if text.len() > MAX_BYTES {
             return bad(
                 "model.json",
-                format!("is {} bytes; a manifest holds at most {MAX_BYTES}", text.len()),
+                format!(
+                    "is {} bytes; a manifest holds at most {MAX_BYTES}",
+                    text.len()
+                ),
             );
         }
         let manifest: Manifest = serde_json::from_str(text).or_else(|e| {
@@ -204,8 +207,7 @@ impl Manifest {
         }
         let finite = match self.normalization {
             Normalization::MeanStd { mean, std } => {
-                mean.iter().all(|v| v.is_finite())
-                    && std.iter().all(|v| v.is_finite() && *v > 0.0)
+                mean.iter().all(|v| v.is_finite()) && std.iter().all(|v| v.is_finite() && *v > 0.0)
             }
             Normalization::Affine { scale, shift } => {
                 scale.is_finite() && shift.is_finite() && scale != 0.0
@@ -338,12 +340,21 @@ mod tests {
                 .field
         };
         assert_eq!(field(FORMAT, "vephys-model-0"), "format");
-        assert_eq!(field(r#""archive": "model.pt""#, r#""archive": "../x.pt""#), "archive");
+        assert_eq!(
+            field(r#""archive": "model.pt""#, r#""archive": "../x.pt""#),
+            "archive"
+        );
         assert_eq!(field(r#""min": 331"#, r#""min": 400"#), "input_sizes");
         assert_eq!(field(r#""layer_0""#, r#""layer 0""#), "layers[0].method");
         assert_eq!(field(r#""Cell_0""#, r#""cell_0""#), "layers[0]");
-        assert_eq!(field(r#""channels": 1008"#, r#""channels": 0"#), "layers[0]");
-        assert_eq!(field(r#""std": [0.5, 0.5, 0.5]"#, r#""std": [0.5, 0, 0.5]"#), "normalization");
+        assert_eq!(
+            field(r#""channels": 1008"#, r#""channels": 0"#),
+            "layers[0]"
+        );
+        assert_eq!(
+            field(r#""std": [0.5, 0.5, 0.5]"#, r#""std": [0.5, 0, 0.5]"#),
+            "normalization"
+        );
         assert_eq!(field(&"ab".repeat(32), "abc"), "weights_sha256");
         assert_eq!(field(r#""archive""#, r#""archives""#), "model.json");
     }

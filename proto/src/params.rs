@@ -290,16 +290,25 @@ pub fn parse_values(field: Field, text: &str) -> Result<Vec<f64>, ParamError> {
 
 fn increasing(field: Field, values: &[f64]) -> Checked {
     if values.is_empty() {
-        return Err(ParamError::new(field, "the list is empty; give at least one value"));
+        return Err(ParamError::new(
+            field,
+            "the list is empty; give at least one value",
+        ));
     }
     if values.len() > MAX_STIMULI {
         return Err(ParamError::new(
             field,
-            format!("{} values are more than the {MAX_STIMULI} a probe shows", values.len()),
+            format!(
+                "{} values are more than the {MAX_STIMULI} a probe shows",
+                values.len()
+            ),
         ));
     }
     if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-        return Err(ParamError::new(field, format!("{v} is not a finite number")));
+        return Err(ParamError::new(
+            field,
+            format!("{v} is not a finite number"),
+        ));
     }
     match values.windows(2).find(|p| p[1] <= p[0]) {
         Some(p) => Err(ParamError::new(
@@ -355,7 +364,9 @@ impl std::str::FromStr for Objective {
             "channel" => Ok(Objective::Channel),
             "unit" => Ok(Objective::Unit),
             "layer" => Ok(Objective::Layer),
-            other => Err(format!("unknown objective `{other}`; use channel, unit or layer")),
+            other => Err(format!(
+                "unknown objective `{other}`; use channel, unit or layer"
+            )),
         }
     }
 }
@@ -386,8 +397,11 @@ pub enum PrecisionChoice {
 }
 
 impl PrecisionChoice {
-    pub const ALL: [PrecisionChoice; 3] =
-        [PrecisionChoice::Fp32, PrecisionChoice::Bf16, PrecisionChoice::Auto];
+    pub const ALL: [PrecisionChoice; 3] = [
+        PrecisionChoice::Fp32,
+        PrecisionChoice::Bf16,
+        PrecisionChoice::Auto,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -484,7 +498,10 @@ impl SynthesisParams {
         if !(self.blur_sigma.is_finite() && (0.0..=64.0).contains(&self.blur_sigma)) {
             return Err(ParamError::new(
                 Field::BlurSigma,
-                format!("{} is out of bounds; use a value in [0, 64] (0 turns blurring off)", self.blur_sigma),
+                format!(
+                    "{} is out of bounds; use a value in [0, 64] (0 turns blurring off)",
+                    self.blur_sigma
+                ),
             ));
         }
         within(Field::BlurEvery, self.blur_every, 0, MAX_STEPS)?;
@@ -499,7 +516,10 @@ impl SynthesisParams {
         if self.blur_sigma > 0.0 && radius >= f64::from(size) {
             return Err(ParamError::new(
                 Field::BlurSigma,
-                format!("a {} px blur is wider than the {size} px image", self.blur_sigma),
+                format!(
+                    "a {} px blur is wider than the {size} px image",
+                    self.blur_sigma
+                ),
             ));
         }
         Ok(())
@@ -894,8 +914,9 @@ impl JobParams {
 
     /// Reads and checks a job's parameters: anything wrong breaks the contract.
     pub fn parse(json: &str) -> Result<JobParams, String> {
-        let params: JobParams = serde_json::from_str(json)
-            .map_err(|e| format!("job parameters are not the coordinator's format ({e}): {json}"))?;
+        let params: JobParams = serde_json::from_str(json).map_err(|e| {
+            format!("job parameters are not the coordinator's format ({e}): {json}")
+        })?;
         params.check().map_err(|e| e.to_string())?;
         Ok(params)
     }
@@ -916,15 +937,29 @@ impl JobParams {
             }
         }
         within(Field::ImageSize, self.image_size, 8, MAX_IMAGE_SIZE)?;
-        let missing = |field| Err(ParamError::new(field, format!("a {} job without its parameters", self.probe)));
+        let missing = |field| {
+            Err(ParamError::new(
+                field,
+                format!("a {} job without its parameters", self.probe),
+            ))
+        };
         match self.probe {
             Probe::Synthesis => match &self.synthesis {
                 Some(_) => Ok(()),
                 None => missing(Field::Steps),
             },
-            Probe::Baseline => self.baseline.as_ref().map_or(missing(Field::NoiseStd), BaselineParams::check),
-            Probe::Zoom => self.zoom.as_ref().map_or(missing(Field::ZoomFactors), ZoomParams::check),
-            Probe::Rotation => self.rotation.as_ref().map_or(missing(Field::Angles), RotationParams::check),
+            Probe::Baseline => self
+                .baseline
+                .as_ref()
+                .map_or(missing(Field::NoiseStd), BaselineParams::check),
+            Probe::Zoom => self
+                .zoom
+                .as_ref()
+                .map_or(missing(Field::ZoomFactors), ZoomParams::check),
+            Probe::Rotation => self
+                .rotation
+                .as_ref()
+                .map_or(missing(Field::Angles), RotationParams::check),
             Probe::Color => match (&self.color, &self.synthesis) {
                 (Some(c), Some(_)) => c.check(),
                 _ => missing(Field::ColorSteps),
@@ -933,7 +968,10 @@ impl JobParams {
                 Some(g) => g.check().and_then(|()| g.check_size(self.image_size)),
                 None => missing(Field::Orientations),
             },
-            Probe::Hue => self.hue.as_ref().map_or(missing(Field::Hues), HueParams::check),
+            Probe::Hue => self
+                .hue
+                .as_ref()
+                .map_or(missing(Field::Hues), HueParams::check),
         }
     }
 }
@@ -951,10 +989,16 @@ mod tests {
         assert_eq!(g.orientations[1], 15.0);
         for size in [8u32, 32, 48, 64, 96, 128, 224, 331, 512] {
             let f = g.frequencies(size).unwrap();
-            assert!(f.iter().all(|f| *f < f64::from(size) / 2.0), "{size}: {f:?}");
+            assert!(
+                f.iter().all(|f| *f < f64::from(size) / 2.0),
+                "{size}: {f:?}"
+            );
             SynthesisParams::default().check_size(size).unwrap();
         }
-        assert_eq!(g.frequencies(224).unwrap(), vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
+        assert_eq!(
+            g.frequencies(224).unwrap(),
+            vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+        );
         assert_eq!(g.frequencies(64).unwrap(), vec![2.0, 4.0, 8.0, 16.0]);
         for check in [
             SynthesisParams::default().check(),
@@ -975,7 +1019,8 @@ mod tests {
         assert_eq!(r.angles, vec![0.0, 90.0, 180.0, 270.0]);
         let r: RotationParams = toml::from_str("angles = \"0:90:45\"\naperture = 0.5").unwrap();
         assert_eq!((r.angles, r.aperture), (vec![0.0, 45.0, 90.0], 0.5));
-        let g: GratingParams = toml::from_str("orientations = 4\nspatial_frequencies = [2.0, 8.0]").unwrap();
+        let g: GratingParams =
+            toml::from_str("orientations = 4\nspatial_frequencies = [2.0, 8.0]").unwrap();
         assert_eq!(g.orientations, vec![0.0, 45.0, 90.0, 135.0]);
         assert_eq!(g.spatial_frequencies, Some(vec![2.0, 8.0]));
         let g: GratingParams = toml::from_str("orientations = [0.0, 90.0]").unwrap();
@@ -994,10 +1039,19 @@ mod tests {
     #[test]
     fn bad_values_name_the_field_both_ways() {
         let err = toml::from_str::<RotationParams>("step_degrees = 1e-12").unwrap_err();
-        assert!(err.to_string().contains("rotation.angles") || err.to_string().contains("step_degrees"), "{err}");
-        let err = parse_values(Field::ZoomFactors, "2,1").and_then(|v| increasing(Field::ZoomFactors, &v)).unwrap_err();
+        assert!(
+            err.to_string().contains("rotation.angles") || err.to_string().contains("step_degrees"),
+            "{err}"
+        );
+        let err = parse_values(Field::ZoomFactors, "2,1")
+            .and_then(|v| increasing(Field::ZoomFactors, &v))
+            .unwrap_err();
         assert_eq!(err.field.spec(), "zoom.factors");
-        assert!(err.for_flag().starts_with("bad value for --zoom-factors"), "{}", err.for_flag());
+        assert!(
+            err.for_flag().starts_with("bad value for --zoom-factors"),
+            "{}",
+            err.for_flag()
+        );
         let g = GratingParams {
             spatial_frequencies: Some(vec![2.0, 64.0]),
             ..GratingParams::default()
@@ -1031,10 +1085,20 @@ mod tests {
             precision: PrecisionChoice::Bf16,
         };
         assert_eq!(JobParams::parse(&job.to_json()).unwrap(), job);
-        assert!(job.to_json().contains("\"precision\":\"bf16\""), "{}", job.to_json());
-        let no_table = JobParams { grating: None, ..job.clone() };
+        assert!(
+            job.to_json().contains("\"precision\":\"bf16\""),
+            "{}",
+            job.to_json()
+        );
+        let no_table = JobParams {
+            grating: None,
+            ..job.clone()
+        };
         assert!(JobParams::parse(&no_table.to_json()).is_err());
-        let tiny = JobParams { image_size: 4, ..job };
+        let tiny = JobParams {
+            image_size: 4,
+            ..job
+        };
         assert!(JobParams::parse(&tiny.to_json()).is_err());
         assert!(JobParams::parse("{\"probe\":\"zoom\"}").is_err());
     }
@@ -1042,14 +1106,23 @@ mod tests {
     #[test]
     fn precision_is_one_of_three_words_and_part_of_every_job() {
         assert_eq!(SynthesisParams::default().precision, PrecisionChoice::Auto);
-        for (word, p) in [("fp32", PrecisionChoice::Fp32), ("bf16", PrecisionChoice::Bf16), ("auto", PrecisionChoice::Auto)] {
+        for (word, p) in [
+            ("fp32", PrecisionChoice::Fp32),
+            ("bf16", PrecisionChoice::Bf16),
+            ("auto", PrecisionChoice::Auto),
+        ] {
             assert_eq!(word.parse::<PrecisionChoice>().unwrap(), p);
             assert_eq!(p.to_string(), word);
         }
         for bad in ["fp16", "half", "", "BF16x"] {
             let err = bad.parse::<PrecisionChoice>().unwrap_err();
             assert_eq!(err.field, Field::Precision);
-            assert!(err.for_flag().starts_with("bad value for --precision: unknown precision"), "{}", err.for_flag());
+            assert!(
+                err.for_flag()
+                    .starts_with("bad value for --precision: unknown precision"),
+                "{}",
+                err.for_flag()
+            );
             assert!(err.to_string().contains("synthesis.precision"), "{err}");
         }
         let s: SynthesisParams = toml::from_str("precision = \"bf16\"").unwrap();
@@ -1058,7 +1131,10 @@ mod tests {
         assert!(err.to_string().contains("fp16"), "{err}");
         // a job written before precision existed reads as auto
         let old = r#"{"probe":"hue","seed":0,"image_size":64,"hue":{"steps":12}}"#;
-        assert_eq!(JobParams::parse(old).unwrap().precision, PrecisionChoice::Auto);
+        assert_eq!(
+            JobParams::parse(old).unwrap().precision,
+            PrecisionChoice::Auto
+        );
         // the job's precision and its synthesis table's must agree
         let job = JobParams {
             probe: Probe::Synthesis,

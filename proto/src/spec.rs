@@ -22,8 +22,8 @@ use crate::params::{MAX_LAYERS, MAX_NAME_LEN};
 
 pub use crate::filters::{FilterItem, Filters};
 pub use crate::params::{
-    BaselineParams, ColorParams, GratingParams, HueParams, JobParams, ParamError, PrecisionChoice, Probe,
-    RotationParams, SynthesisParams, ZoomParams,
+    BaselineParams, ColorParams, GratingParams, HueParams, JobParams, ParamError, PrecisionChoice,
+    Probe, RotationParams, SynthesisParams, ZoomParams,
 };
 
 /// A spec problem, naming the field (e.g. `zoom.factors`) and what is wrong with it.
@@ -381,7 +381,10 @@ mod tests {
     #[test]
     fn precision_is_a_synthesis_field_that_every_job_carries() {
         let spec = CampaignSpec::from_toml(minimal()).unwrap();
-        assert_eq!(spec.synthesis.precision, crate::params::PrecisionChoice::Auto);
+        assert_eq!(
+            spec.synthesis.precision,
+            crate::params::PrecisionChoice::Auto
+        );
         let spec = CampaignSpec::from_toml(&format!(
             "{}probes = [\"synthesis\", \"hue\"]\n[synthesis]\nprecision = \"fp32\"\n",
             minimal()
@@ -389,14 +392,25 @@ mod tests {
         .unwrap();
         for probe in [Probe::Synthesis, Probe::Hue, Probe::Zoom] {
             let job = spec.job_params(probe, 64);
-            assert_eq!(job.precision, crate::params::PrecisionChoice::Fp32, "{probe}");
+            assert_eq!(
+                job.precision,
+                crate::params::PrecisionChoice::Fp32,
+                "{probe}"
+            );
             assert!(job.to_json().contains("\"precision\":\"fp32\""), "{probe}");
             JobParams::parse(&job.to_json()).unwrap();
         }
         // jobs of different precisions differ in their JSON, which their content key hashes
-        let bf16 = CampaignSpec::from_toml(&format!("{}[synthesis]\nprecision = \"bf16\"\n", minimal())).unwrap();
-        assert_ne!(bf16.job_params(Probe::Synthesis, 64).to_json(), spec.job_params(Probe::Synthesis, 64).to_json());
-        let err = CampaignSpec::from_toml(&format!("{}[synthesis]\nprecision = \"fp16\"\n", minimal())).unwrap_err();
+        let bf16 =
+            CampaignSpec::from_toml(&format!("{}[synthesis]\nprecision = \"bf16\"\n", minimal()))
+                .unwrap();
+        assert_ne!(
+            bf16.job_params(Probe::Synthesis, 64).to_json(),
+            spec.job_params(Probe::Synthesis, 64).to_json()
+        );
+        let err =
+            CampaignSpec::from_toml(&format!("{}[synthesis]\nprecision = \"fp16\"\n", minimal()))
+                .unwrap_err();
         assert_eq!(err.field, "precision", "{err}");
         assert!(err.reason.contains("fp16"), "{err}");
     }

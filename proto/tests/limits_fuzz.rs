@@ -18,11 +18,49 @@ const CASES: usize = 4000;
 /// Numbers people and programs write, the awkward ones included.
 fn number(rng: &mut StdRng) -> String {
     let pool = [
-        "0", "-1", "1", "2", "3", "7", "8", "16", "31", "32", "64", "96", "128", "224", "4095",
-        "4096", "4097", "65536", "100000", "100001", "1048575", "1048576", "1048577",
-        "2147483647", "4294967295", "4294967296", "9223372036854775807", "-9223372036854775808",
-        "0.0", "0.5", "1e-12", "1e-300", "1e300", "360", "359.999", "15.0", "90.0", "0.0001",
-        "nan", "inf", "-inf", "1.5", "-0.0",
+        "0",
+        "-1",
+        "1",
+        "2",
+        "3",
+        "7",
+        "8",
+        "16",
+        "31",
+        "32",
+        "64",
+        "96",
+        "128",
+        "224",
+        "4095",
+        "4096",
+        "4097",
+        "65536",
+        "100000",
+        "100001",
+        "1048575",
+        "1048576",
+        "1048577",
+        "2147483647",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "0.0",
+        "0.5",
+        "1e-12",
+        "1e-300",
+        "1e300",
+        "360",
+        "359.999",
+        "15.0",
+        "90.0",
+        "0.0001",
+        "nan",
+        "inf",
+        "-inf",
+        "1.5",
+        "-0.0",
     ];
     match rng.gen_range(0..3) {
         0 => rng.gen_range(-5i64..5000).to_string(),
@@ -101,7 +139,14 @@ fn name(rng: &mut StdRng) -> String {
 /// A campaign spec in TOML with every table present or not, and values from the pools.
 fn spec_text(rng: &mut StdRng) -> String {
     let probes = [
-        "synthesis", "baseline", "zoom", "rotation", "color", "grating", "hue", "zom",
+        "synthesis",
+        "baseline",
+        "zoom",
+        "rotation",
+        "color",
+        "grating",
+        "hue",
+        "zom",
     ];
     let mut t = format!("name = {:?}\nmodel = {:?}\n", name(rng), name(rng));
     let layers = match rng.gen_range(0..20) {
@@ -118,7 +163,14 @@ fn spec_text(rng: &mut StdRng) -> String {
         _ => String::new(),
     };
     let chosen: Vec<String> = (0..rng.gen_range(0..5))
-        .map(|_| format!("{:?}", probes[..probes.len() - usize::from(rng.gen_bool(0.9))].choose(rng).unwrap()))
+        .map(|_| {
+            format!(
+                "{:?}",
+                probes[..probes.len() - usize::from(rng.gen_bool(0.9))]
+                    .choose(rng)
+                    .unwrap()
+            )
+        })
         .collect();
     t += &format!("probes = [{}]\n", chosen.join(", "));
     for key in ["max_attempts", "seed"] {
@@ -193,7 +245,9 @@ fn spec_text(rng: &mut StdRng) -> String {
 fn sane(rng: &mut StdRng, key: &str) -> String {
     let sorted = |rng: &mut StdRng, lo: f64, hi: f64, most: usize| {
         let n = rng.gen_range(1..most);
-        let mut v: Vec<f64> = (0..n).map(|_| (rng.gen_range(lo..hi) * 4.0).round() / 4.0).collect();
+        let mut v: Vec<f64> = (0..n)
+            .map(|_| (rng.gen_range(lo..hi) * 4.0).round() / 4.0)
+            .collect();
         v.sort_by(f64::total_cmp);
         v.dedup();
         format!("{v:?}")
@@ -201,7 +255,10 @@ fn sane(rng: &mut StdRng, key: &str) -> String {
     match key {
         "steps" => rng.gen_range(1..300).to_string(),
         "lr" => format!("{:.3}", rng.gen_range(0.01..1.0)),
-        "image_size" => ["0", "32", "48", "64", "224"].choose(rng).unwrap().to_string(),
+        "image_size" => ["0", "32", "48", "64", "224"]
+            .choose(rng)
+            .unwrap()
+            .to_string(),
         "decay" => format!("{:.5}", rng.gen_range(0.0..0.01)),
         "blur_sigma" => format!("{:.2}", rng.gen_range(0.0..2.0)),
         "blur_every" => rng.gen_range(0..8).to_string(),

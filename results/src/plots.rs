@@ -107,7 +107,11 @@ fn figures_of(probe: &str, r: &JobResult) -> Vec<Figure> {
                     caption.push(format!("{what} {}", parts.join(", ")));
                 }
             };
-            per_channel("channel_selectivity_equal", "channel selectivity", &mut caption);
+            per_channel(
+                "channel_selectivity_equal",
+                "channel selectivity",
+                &mut caption,
+            );
             per_channel("channel_selectivity", "against luma gray", &mut caption);
             bars("colour", &pts, colour_of_stimulus, caption)
         }

@@ -158,7 +158,13 @@ fn paper_probe_seconds(net: &Network, layer: usize, inputs: &Inputs) -> [f64; 4]
         probes::run(net, layer, probe, filters, input, &p).unwrap();
     };
     [
-        seconds(|| run(Probe::Baseline, &inputs.filters, Input::MaxImages(&inputs.images))) / batch,
+        seconds(|| {
+            run(
+                Probe::Baseline,
+                &inputs.filters,
+                Input::MaxImages(&inputs.images),
+            )
+        }) / batch,
         seconds(|| run(Probe::Zoom, f, Input::MaxImages(one))),
         seconds(|| run(Probe::Rotation, f, Input::MaxImages(one))),
         seconds(|| run(Probe::Color, f, Input::SingleColour(&inputs.single))),

@@ -24,7 +24,9 @@
 use std::path::{Path, PathBuf};
 
 use tch::Device;
-use vephys_worker::device::{bf16_support, describe, parse_device, resolve_precision, Precision, PrecisionChoice};
+use vephys_worker::device::{
+    bf16_support, describe, parse_device, resolve_precision, Precision, PrecisionChoice,
+};
 use vephys_worker::models::{MemoryFormat, Network};
 use vephys_worker::synthesis::bench::{self, median, vephys_rate, Case, Config, PyTorch, Source};
 
@@ -38,7 +40,11 @@ fn env_list<T: std::str::FromStr>(var: &str) -> Option<Vec<T>> {
     let text = std::env::var(var).ok().filter(|s| !s.trim().is_empty())?;
     Some(
         text.split(',')
-            .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{var}: bad item `{s}`")))
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{var}: bad item `{s}`"))
+            })
             .collect(),
     )
 }
@@ -61,7 +67,8 @@ fn main() {
             .collect(),
         None => {
             let mut p = vec![Precision::Fp32];
-            let emulated = std::env::var(vephys_worker::device::ALLOW_EMULATED_BF16).is_ok_and(|v| v == "1");
+            let emulated =
+                std::env::var(vephys_worker::device::ALLOW_EMULATED_BF16).is_ok_and(|v| v == "1");
             if bf16_support(device).native || emulated {
                 p.push(Precision::Bf16);
             }
@@ -72,11 +79,22 @@ fn main() {
         .then(|| vec![MemoryFormat::Contiguous, MemoryFormat::ChannelsLast]);
     let batches = env_list::<usize>("VEPHYS_BENCH_BATCHES").unwrap_or(vec![1, 16]);
     let fixtures = env_dir("VEPHYS_FIXTURES", ".cache/vephys/fixtures");
-    let lite0 = env_dir("VEPHYS_WEIGHTS_DIR", ".cache/vephys/weights").join("efficientnet_lite0.safetensors");
+    let lite0 = env_dir("VEPHYS_WEIGHTS_DIR", ".cache/vephys/weights")
+        .join("efficientnet_lite0.safetensors");
     let export = |name: &str| Source::Export(fixtures.join("exported").join(name));
     let mut cases = vec![
-        Case::builtin("vgg19", "block3_pool", "features.18", Source::Weights(fixtures.join("vgg19.safetensors"))),
-        Case::builtin("efficientnet_lite0", "blocks.7", "blocks.7", Source::Weights(lite0.clone())),
+        Case::builtin(
+            "vgg19",
+            "block3_pool",
+            "features.18",
+            Source::Weights(fixtures.join("vgg19.safetensors")),
+        ),
+        Case::builtin(
+            "efficientnet_lite0",
+            "blocks.7",
+            "blocks.7",
+            Source::Weights(lite0.clone()),
+        ),
         Case {
             size: 331,
             ..Case::builtin("nasnetalarge", "Cell_0", "cell_0", export("nasnetalarge"))
@@ -118,9 +136,15 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(50);
         let photos = bench::photos_in(&fixtures.join("photos")).unwrap();
-        for case in cases.iter().filter(|c| !matches!(c.source, Source::Export(_))) {
+        for case in cases
+            .iter()
+            .filter(|c| !matches!(c.source, Source::Export(_)))
+        {
             let net = case.network(device).unwrap();
-            let channels = net.check_size(net.layer_index(&case.layer).unwrap(), case.size).unwrap().channels;
+            let channels = net
+                .check_size(net.layer_index(&case.layer).unwrap(), case.size)
+                .unwrap()
+                .channels;
             let filters: Vec<i64> = (0..8).map(|i| i * channels / 8).collect();
             let mut medians = Vec::new();
             for &precision in &precisions {
@@ -137,13 +161,24 @@ fn main() {
                 medians.push(q.median);
             }
             if medians.len() == 2 {
-                println!("quality {} bf16/fp32: {:.3} (goal >= 0.97)", case.name(), medians[1] / medians[0]);
+                println!(
+                    "quality {} bf16/fp32: {:.3} (goal >= 0.97)",
+                    case.name(),
+                    medians[1] / medians[0]
+                );
             }
         }
     }
 
     if chosen("efficientnet_lite0") {
-        exported_against_builtin(device, &lite0, &fixtures.join("exported/efficientnet_lite0"), scale, rounds, &precisions);
+        exported_against_builtin(
+            device,
+            &lite0,
+            &fixtures.join("exported/efficientnet_lite0"),
+            scale,
+            rounds,
+            &precisions,
+        );
     }
 }
 
@@ -162,20 +197,36 @@ fn exported_against_builtin(
     let exported = Network::load_dir(export, device).unwrap();
     println!(
         "{:<34} {:>4} {:>5} {:>6} {:>5} {:>14} {:>14} {:>7}",
-        "efficientnet_lite0/blocks.7", "px", "batch", "steps", "prec", "exported", "built-in", "ratio"
+        "efficientnet_lite0/blocks.7",
+        "px",
+        "batch",
+        "steps",
+        "prec",
+        "exported",
+        "built-in",
+        "ratio"
     );
     for &precision in precisions {
         for (batch, base_steps) in [(1usize, 4.0f64), (16, 2.0)] {
             let steps = (base_steps * scale).ceil().max(1.0) as i64;
             let (mut theirs, mut ours) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                theirs.push(vephys_rate(&exported, "blocks.7", 224, batch, steps, precision).unwrap());
+                theirs.push(
+                    vephys_rate(&exported, "blocks.7", 224, batch, steps, precision).unwrap(),
+                );
                 ours.push(vephys_rate(&builtin, "blocks.7", 224, batch, steps, precision).unwrap());
             }
             let (theirs, ours) = (median(&theirs), median(&ours));
             println!(
                 "{:<34} {:>4} {:>5} {:>6} {:>5} {:>14.2} {:>14.2} {:>7.3}",
-                "  exported vs built-in", 224, batch, steps, precision.as_str(), theirs, ours, theirs / ours
+                "  exported vs built-in",
+                224,
+                batch,
+                steps,
+                precision.as_str(),
+                theirs,
+                ours,
+                theirs / ours
             );
         }
     }

@@ -56,7 +56,9 @@ pub use vephys_proto::params::PrecisionChoice;
 /// convolutions and matrix products in bfloat16 under libtorch's autocast, everything around
 /// them — the image, the regularisers, the gradient normalisation, the objective's reduction,
 /// the reported activity of a saved max image — in fp32.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
@@ -130,7 +132,9 @@ pub fn bf16_support(device: Device) -> Bf16Support {
             },
             None => Bf16Support {
                 native: false,
-                reason: format!("the compute capability of cuda:{n} could not be read from the CUDA driver"),
+                reason: format!(
+                    "the compute capability of cuda:{n} could not be read from the CUDA driver"
+                ),
             },
         },
         other => Bf16Support {
@@ -239,16 +243,30 @@ mod tests {
 
     #[test]
     fn the_cpu_flags_decide_native_bf16() {
-        let info = |flags: &str| format!("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n");
-        assert_eq!(cpu_bf16_flag(&info("fpu avx2 avx512f avx512_bf16 avx512_vnni")), Some("avx512_bf16"));
-        assert_eq!(cpu_bf16_flag(&info("fpu avx2 amx_tile amx_bf16 amx_int8")), Some("amx_bf16"));
+        let info =
+            |flags: &str| format!("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n");
+        assert_eq!(
+            cpu_bf16_flag(&info("fpu avx2 avx512f avx512_bf16 avx512_vnni")),
+            Some("avx512_bf16")
+        );
+        assert_eq!(
+            cpu_bf16_flag(&info("fpu avx2 amx_tile amx_bf16 amx_int8")),
+            Some("amx_bf16")
+        );
         assert_eq!(cpu_bf16_flag(&info("fpu avx2 avx512f avx512_vnni")), None);
-        assert_eq!(cpu_bf16_flag(&info("fpu avx2 avx512_bf16x")), None, "a whole flag, not a prefix");
+        assert_eq!(
+            cpu_bf16_flag(&info("fpu avx2 avx512_bf16x")),
+            None,
+            "a whole flag, not a prefix"
+        );
         assert_eq!(cpu_bf16_flag(""), None);
     }
 
     #[test]
     fn fp32_is_always_fp32() {
-        assert_eq!(resolve_precision(PrecisionChoice::Fp32, Device::Cpu).unwrap(), Precision::Fp32);
+        assert_eq!(
+            resolve_precision(PrecisionChoice::Fp32, Device::Cpu).unwrap(),
+            Precision::Fp32
+        );
     }
 }

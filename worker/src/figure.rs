@@ -51,8 +51,7 @@ fn compose(title: &str, image_png: &[u8], results: &[ProbeResult]) -> String {
             ..JobResult::default()
         })
         .collect();
-    let by_probe: BTreeMap<&str, &JobResult> =
-        jobs.iter().map(|j| (j.probe.as_str(), j)).collect();
+    let by_probe: BTreeMap<&str, &JobResult> = jobs.iter().map(|j| (j.probe.as_str(), j)).collect();
     let charts = figures(&by_probe);
 
     let image = base64::engine::general_purpose::STANDARD.encode(image_png);
@@ -136,16 +135,23 @@ fn fonts() -> Arc<resvg::usvg::fontdb::Database> {
 }
 
 fn rasterize(svg: &str) -> Result<Vec<u8>> {
-    let fail = |what: &str, e: String| WorkerError::io("draw the tuning figure")(std::io::Error::other(format!("{what}: {e}")));
+    let fail = |what: &str, e: String| {
+        WorkerError::io("draw the tuning figure")(std::io::Error::other(format!("{what}: {e}")))
+    };
     let options = resvg::usvg::Options {
         fontdb: fonts(),
         ..resvg::usvg::Options::default()
     };
-    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(|e| fail("svg", e.to_string()))?;
+    let tree =
+        resvg::usvg::Tree::from_str(svg, &options).map_err(|e| fail("svg", e.to_string()))?;
     let size = tree.size().to_int_size();
     let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
         .ok_or_else(|| fail("canvas", format!("{} x {} px", size.width(), size.height())))?;
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
     pixmap.encode_png().map_err(|e| fail("png", e.to_string()))
 }
 
@@ -155,8 +161,12 @@ mod tests {
 
     #[test]
     fn the_figure_reads_the_charts_height_and_draws_text_with_its_own_font() {
-        assert_eq!(svg_height(r#"<svg width="330" height="232" viewBox="0 0 330 232"><rect/></svg>"#), 232.0);
-        let long = "preferred 0° · bandwidth (FWHM) 56.39° · peak/mean 1.573 · circular variance 0.9";
+        assert_eq!(
+            svg_height(r#"<svg width="330" height="232" viewBox="0 0 330 232"><rect/></svg>"#),
+            232.0
+        );
+        let long =
+            "preferred 0° · bandwidth (FWHM) 56.39° · peak/mean 1.573 · circular variance 0.9";
         let lines = wrap(long);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines.iter().all(|l| l.chars().count() <= 62), "{lines:?}");

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use vephys_coordinator::auth::Tokens;
 use vephys_coordinator::metrics::Metrics;
-use vephys_coordinator::server::{serve_grpc_with_options, spawn_reaper, DbHealth, ServeOptions, Settings};
+use vephys_coordinator::server::{
+    serve_grpc_with_options, spawn_reaper, DbHealth, ServeOptions, Settings,
+};
 use vephys_coordinator::store::{Connect, Policy, Store};
 use vephys_coordinator::testing::{fresh_postgres, Proxy};
 use vephys_objects::{sha256_hex, Objects, S3Options};
@@ -47,7 +49,11 @@ struct Running {
 
 impl Coordinator {
     async fn start(database: &str, policy: Policy) -> Coordinator {
-        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let mut c = Coordinator {
             database: database.to_string(),
             policy,
@@ -75,14 +81,20 @@ impl Coordinator {
             .await
             .expect("the coordinator's store opens"),
         );
-        let listener = TcpListener::bind(self.addr).await.expect("the port is free again");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("the port is free again");
         let metrics = Arc::new(Metrics::new());
         let settings = Settings {
             tokens: Tokens::new(None, Some("worker-secret".into())),
             watch_interval: Duration::from_millis(100),
             tls: None,
         };
-        let health = DbHealth::spawn(store.clone(), Duration::from_millis(500), Duration::from_millis(500));
+        let health = DbHealth::spawn(
+            store.clone(),
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+        );
         let reaper = spawn_reaper(store.clone(), metrics.clone(), Duration::from_millis(200));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -90,11 +102,17 @@ impl Coordinator {
                 stopped.await.ok();
             };
             let options = ServeOptions::default();
-            serve_grpc_with_options(store, metrics, settings, options, health, listener, shutdown)
-                .await
-                .expect("the coordinator serves");
+            serve_grpc_with_options(
+                store, metrics, settings, options, health, listener, shutdown,
+            )
+            .await
+            .expect("the coordinator serves");
         });
-        self.running = Some(Running { stop, server, reaper });
+        self.running = Some(Running {
+            stop,
+            server,
+            reaper,
+        });
     }
 
     /// Stops serving (as a crashed coordinator would: in-flight calls are cut).
@@ -135,7 +153,12 @@ impl World {
 
     /// The coordinator on `coordinator_db`, the test's own store on `direct_db` (the same
     /// database, perhaps not through the proxy).
-    async fn on(dir: tempfile::TempDir, coordinator_db: String, direct_db: String, policy: Policy) -> World {
+    async fn on(
+        dir: tempfile::TempDir,
+        coordinator_db: String,
+        direct_db: String,
+        policy: Policy,
+    ) -> World {
         let store = Store::open(
             Connect {
                 url: &direct_db,
@@ -194,7 +217,8 @@ impl World {
     /// Waits until no job of the database is unfinished.
     async fn finished(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let open = "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled')";
+        let open =
+            "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled')";
         while self.count(open).await > 0 {
             assert!(Instant::now() < deadline, "jobs still open after {limit:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -248,7 +272,11 @@ async fn ready(path: &Path) -> serde_json::Value {
         if let Ok(text) = tokio::fs::read_to_string(path).await {
             return serde_json::from_str(&text).expect("the ready file is JSON");
         }
-        assert!(Instant::now() < deadline, "no ready file at {}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "no ready file at {}",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -294,19 +322,46 @@ async fn the_daemon_registers_leases_computes_uploads_completes_and_stops() {
     let said = ready(&ready_file).await;
     assert_eq!(said["name"], "w1");
     assert_eq!(said["models"], serde_json::json!(["efficientnet_lite0"]));
-    let registered: i64 = world.count("SELECT COUNT(*) FROM workers WHERE name = 'w1'").await;
+    let registered: i64 = world
+        .count("SELECT COUNT(*) FROM workers WHERE name = 'w1'")
+        .await;
     assert_eq!(registered, 1);
-    let model = world.store.model("efficientnet_lite0").await.unwrap().expect("the worker added its model");
-    assert_eq!(model.weights_sha256, sha256_hex(&std::fs::read(common::lite0_weights()).unwrap()));
+    let model = world
+        .store
+        .model("efficientnet_lite0")
+        .await
+        .unwrap()
+        .expect("the worker added its model");
+    assert_eq!(
+        model.weights_sha256,
+        sha256_hex(&std::fs::read(common::lite0_weights()).unwrap())
+    );
 
     let probes = "[\"synthesis\", \"baseline\", \"rotation\", \"grating\"]";
-    world.store.submit_campaign(&spec("life", probes, "0..3", 8)).await.unwrap();
+    world
+        .store
+        .submit_campaign(&spec("life", probes, "0..3", 8))
+        .await
+        .unwrap();
     world.finished(Duration::from_secs(300)).await;
-    assert_eq!(world.count("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await, 12);
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
+            .await,
+        12
+    );
     assert_eq!(world.count("SELECT COUNT(*) FROM results").await, 12);
-    assert_eq!(world.count("SELECT COUNT(*) FROM attempts WHERE outcome <> 'succeeded'").await, 0);
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM attempts WHERE outcome <> 'succeeded'")
+            .await,
+        0
+    );
     world.artifacts_are_whole().await;
-    assert!(spool_files(&spool).is_empty(), "answered completions leave the spool");
+    assert!(
+        spool_files(&spool).is_empty(),
+        "answered completions leave the spool"
+    );
 
     stopped(&stop, task).await;
     assert!(!ready_file.exists(), "a stopped worker is not ready");
@@ -325,25 +380,64 @@ async fn outages_of_the_database_and_the_coordinator_cost_nothing() {
     let ready_file = config.ready_file.clone().unwrap();
     let (stop, task) = spawn(config);
     ready(&ready_file).await; // the worker has registered its model, which the spec names
-    world.store.submit_campaign(&spec("outages", "[\"synthesis\"]", "0..12", 120)).await.unwrap();
+    world
+        .store
+        .submit_campaign(&spec("outages", "[\"synthesis\"]", "0..12", 120))
+        .await
+        .unwrap();
 
-    world.until("a first result", "SELECT COUNT(*) FROM results", 1, Duration::from_secs(300)).await;
+    world
+        .until(
+            "a first result",
+            "SELECT COUNT(*) FROM results",
+            1,
+            Duration::from_secs(300),
+        )
+        .await;
     proxy.refuse();
     tokio::time::sleep(Duration::from_millis(2 * lease_ms as u64)).await;
     proxy.restore();
 
-    world.until("more results", "SELECT COUNT(*) FROM results", 4, Duration::from_secs(300)).await;
-    let left = world.count("SELECT COUNT(*) FROM jobs WHERE state <> 'succeeded'").await;
-    assert!(left > 0, "the campaign finished before the coordinator could be stopped; give it more jobs");
+    world
+        .until(
+            "more results",
+            "SELECT COUNT(*) FROM results",
+            4,
+            Duration::from_secs(300),
+        )
+        .await;
+    let left = world
+        .count("SELECT COUNT(*) FROM jobs WHERE state <> 'succeeded'")
+        .await;
+    assert!(
+        left > 0,
+        "the campaign finished before the coordinator could be stopped; give it more jobs"
+    );
     world.coordinator.down().await;
     tokio::time::sleep(Duration::from_millis(2 * lease_ms as u64)).await;
     world.coordinator.up().await;
 
     world.finished(Duration::from_secs(300)).await;
     assert!(!task.is_finished(), "the worker exited during an outage");
-    assert_eq!(world.count("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await, 12);
-    assert_eq!(world.count("SELECT COUNT(*) FROM results WHERE attempt = 1").await, 12, "a result was recomputed");
-    assert_eq!(world.count("SELECT COUNT(*) FROM attempts WHERE outcome <> 'succeeded'").await, 0);
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
+            .await,
+        12
+    );
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM results WHERE attempt = 1")
+            .await,
+        12,
+        "a result was recomputed"
+    );
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM attempts WHERE outcome <> 'succeeded'")
+            .await,
+        0
+    );
     world.artifacts_are_whole().await;
     stopped(&stop, task).await;
     assert!(spool_files(&spool).is_empty());
@@ -360,7 +454,12 @@ async fn fake_synthesis(world: &World, images: &[Vec<u8>]) {
         })
         .await
         .unwrap();
-    let jobs = world.store.lease(fake, 64, &[], world.store.now_ms()).await.unwrap().jobs;
+    let jobs = world
+        .store
+        .lease(fake, 64, &[], world.store.now_ms())
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(jobs.len(), images.len());
     let mut done = Vec::new();
     for (job, bytes) in jobs.iter().zip(images) {
@@ -391,11 +490,17 @@ async fn fake_synthesis(world: &World, images: &[Vec<u8>]) {
             }],
         });
     }
-    world.store.complete(fake, &done, world.store.now_ms()).await.unwrap();
+    world
+        .store
+        .complete(fake, &done, world.store.now_ms())
+        .await
+        .unwrap();
 }
 
 fn png(size: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(size, size, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 128]));
+    let img = image::RgbImage::from_fn(size, size, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, 128])
+    });
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
@@ -415,15 +520,26 @@ async fn an_unreadable_input_fails_its_job_only_and_a_failing_store_costs_nothin
     ready(&ready_file).await;
     // held back: no batch may start before the store breaks below
     stop.escalate();
-    tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
-    world.store.submit_campaign(&spec("inputs", "[\"baseline\"]", "0..4", 4)).await.unwrap();
+    world
+        .store
+        .submit_campaign(&spec("inputs", "[\"baseline\"]", "0..4", 4))
+        .await
+        .unwrap();
     let campaign = 1;
     let images = [png(64), png(64), b"not a png".to_vec(), png(64)];
     fake_synthesis(&world, &images).await;
 
     // the store refuses writes under the campaign's keys: a file where its directory goes
-    let blocked = world.dir.path().join(format!("objects/campaigns/{campaign}"));
+    let blocked = world
+        .dir
+        .path()
+        .join(format!("objects/campaigns/{campaign}"));
     std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
     std::fs::write(&blocked, b"in the way").unwrap();
     let (stop, task) = spawn(world.config("w1"));
@@ -436,25 +552,36 @@ async fn an_unreadable_input_fails_its_job_only_and_a_failing_store_costs_nothin
     let state = |filter: i64| {
         let store = &world.store;
         async move {
-            sqlx::query_scalar::<_, String>("SELECT state FROM jobs WHERE probe = 'baseline' AND filter = $1")
-                .bind(filter)
-                .fetch_one(store.pool())
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, String>(
+                "SELECT state FROM jobs WHERE probe = 'baseline' AND filter = $1",
+            )
+            .bind(filter)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
         }
     };
-    assert_eq!(state(2).await, "failed", "the job with the unreadable image");
+    assert_eq!(
+        state(2).await,
+        "failed",
+        "the job with the unreadable image"
+    );
     for filter in [0, 1, 3] {
-        assert_eq!(state(filter).await, "succeeded", "filter {filter} shared a batch with the bad image");
+        assert_eq!(
+            state(filter).await,
+            "succeeded",
+            "filter {filter} shared a batch with the bad image"
+        );
     }
     let charged = world
         .count("SELECT COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.outcome = 'failed' AND j.filter <> 2")
         .await;
     assert_eq!(charged, 0, "the store's failure cost an attempt");
-    let error: String = sqlx::query_scalar("SELECT last_error FROM jobs WHERE probe = 'baseline' AND filter = 2")
-        .fetch_one(world.store.pool())
-        .await
-        .unwrap();
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM jobs WHERE probe = 'baseline' AND filter = 2")
+            .fetch_one(world.store.pool())
+            .await
+            .unwrap();
     assert!(error.contains("cannot be used"), "{error}");
     world.artifacts_are_whole().await;
     stopped(&stop, task).await;
@@ -481,20 +608,45 @@ async fn weights_the_worker_cannot_get_are_given_back_without_using_attempts() {
         width: 28,
     });
     world.store.register_model(&model).await.unwrap();
-    world.store.submit_campaign(&spec("elsewhere", "[\"synthesis\"]", "0..2", 4)).await.unwrap();
+    world
+        .store
+        .submit_campaign(&spec("elsewhere", "[\"synthesis\"]", "0..2", 4))
+        .await
+        .unwrap();
     let (stop, task) = spawn(world.config("w1"));
     tokio::time::sleep(Duration::from_secs(8)).await;
 
-    let released = world.count("SELECT COUNT(*) FROM attempts WHERE released").await;
+    let released = world
+        .count("SELECT COUNT(*) FROM attempts WHERE released")
+        .await;
     assert!(released >= 2, "the jobs were not given back: {released}");
-    assert!(released <= 16, "{released} releases in 8 s: the worker does not back off");
-    assert_eq!(world.count("SELECT COUNT(*) FROM attempts WHERE NOT released").await, 0);
-    assert_eq!(world.count("SELECT COUNT(*) FROM jobs WHERE state = 'failed'").await, 0);
+    assert!(
+        released <= 16,
+        "{released} releases in 8 s: the worker does not back off"
+    );
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM attempts WHERE NOT released")
+            .await,
+        0
+    );
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")
+            .await,
+        0
+    );
     let error: String = sqlx::query_scalar("SELECT error FROM attempts LIMIT 1")
         .fetch_one(world.store.pool())
         .await
         .unwrap();
-    assert!(error.contains("lacks the weights") && !error.contains(&sha256_hex(&std::fs::read(common::lite0_weights()).unwrap())), "{error}");
+    assert!(
+        error.contains("lacks the weights")
+            && !error.contains(&sha256_hex(
+                &std::fs::read(common::lite0_weights()).unwrap()
+            )),
+        "{error}"
+    );
     stopped(&stop, task).await;
 }
 
@@ -509,8 +661,19 @@ async fn a_restarted_worker_sends_what_its_spool_kept() {
     let spool = config.spool_dir.clone();
     let (stop, task) = spawn(config.clone());
     ready(config.ready_file.as_ref().unwrap()).await;
-    world.store.submit_campaign(&spec("spool", "[\"synthesis\"]", "0..2", 200)).await.unwrap();
-    world.until("the batch leased", "SELECT COUNT(*) FROM jobs WHERE state = 'leased'", 2, Duration::from_secs(60)).await;
+    world
+        .store
+        .submit_campaign(&spec("spool", "[\"synthesis\"]", "0..2", 200))
+        .await
+        .unwrap();
+    world
+        .until(
+            "the batch leased",
+            "SELECT COUNT(*) FROM jobs WHERE state = 'leased'",
+            2,
+            Duration::from_secs(60),
+        )
+        .await;
     world.coordinator.down().await;
     let deadline = Instant::now() + Duration::from_secs(300);
     while spool_files(&spool).is_empty() {
@@ -520,13 +683,20 @@ async fn a_restarted_worker_sends_what_its_spool_kept() {
     // a second stop: the completion cannot be sent, the worker leaves it in the spool
     stop.escalate();
     stop.escalate();
-    let _ = tokio::time::timeout(Duration::from_secs(60), task).await.expect("the worker stops");
+    let _ = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the worker stops");
     assert_eq!(spool_files(&spool).len(), 1);
 
     world.coordinator.up().await;
     let (stop, task) = spawn(world.config("w1"));
     world.finished(Duration::from_secs(120)).await;
     assert!(spool_files(&spool).is_empty());
-    assert_eq!(world.count("SELECT COUNT(*) FROM results WHERE attempt = 1").await, 2);
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM results WHERE attempt = 1")
+            .await,
+        2
+    );
     stopped(&stop, task).await;
 }

@@ -34,26 +34,39 @@ fn load(name: &str) -> Network {
 /// evaluating stimuli (`forward_to_channels`) gives the same numbers.
 fn assert_parity(name: &str, expect_layers: usize) {
     let net = load(name);
-    let reference =
-        Tensor::read_safetensors(export(name).join("reference.safetensors")).unwrap();
+    let reference = Tensor::read_safetensors(export(name).join("reference.safetensors")).unwrap();
     let input = &reference.iter().find(|(k, _)| k == "input").unwrap().1;
     let mut checked = 0;
     for (layer, expected) in &reference {
         if layer == "input" {
             continue;
         }
-        let index = net.layer_index(layer).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let index = net
+            .layer_index(layer)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let out = tch::no_grad(|| net.forward_to(input, index)).unwrap();
         let err = rel_err(&out, expected);
-        assert!(err <= 1e-4, "{name} layer {layer}: relative error {err:.2e}");
+        assert!(
+            err <= 1e-4,
+            "{name} layer {layer}: relative error {err:.2e}"
+        );
         let channels = expected.size()[1];
         let filters = [0, channels / 2, channels - 1];
         let narrowed = net.forward_to_channels(input, index, &filters).unwrap();
-        let err = rel_err(&narrowed, &expected.index_select(1, &Tensor::from_slice(&filters)));
-        assert!(err <= 1e-4, "{name} layer {layer}, stimulus path: {err:.2e}");
+        let err = rel_err(
+            &narrowed,
+            &expected.index_select(1, &Tensor::from_slice(&filters)),
+        );
+        assert!(
+            err <= 1e-4,
+            "{name} layer {layer}, stimulus path: {err:.2e}"
+        );
         checked += 1;
     }
-    assert_eq!(checked, expect_layers, "{name}: every exported layer compared");
+    assert_eq!(
+        checked, expect_layers,
+        "{name}: every exported layer compared"
+    );
     assert_eq!(net.stimulus_forward(), "whole");
 }
 
@@ -62,7 +75,10 @@ fn nasnet_large_matches_pytorch_at_cell_0_and_two_more_layers() {
     assert_parity("nasnetalarge", 3);
     let net = load("nasnetalarge");
     // the paper's name for the layer
-    assert_eq!(net.layer_index("Cell_0").unwrap(), net.layer_index("cell_0").unwrap());
+    assert_eq!(
+        net.layer_index("Cell_0").unwrap(),
+        net.layer_index("cell_0").unwrap()
+    );
     assert_eq!(net.input_size(), 331);
 }
 
@@ -80,7 +96,9 @@ fn convnext_tiny_matches_timm_at_every_exported_layer() {
 fn vit_tokens_are_maps_of_one_row() {
     assert_parity("vit_tiny", 2);
     let net = load("vit_tiny");
-    let shape = net.check_size(net.layer_index("blocks.5").unwrap(), 224).unwrap();
+    let shape = net
+        .check_size(net.layer_index("blocks.5").unwrap(), 224)
+        .unwrap();
     // [B, N, C] tokens become [B, C, 1, N]: 196 patches and the class token
     assert_eq!((shape.channels, shape.height, shape.width), (192, 1, 197));
 }
@@ -145,10 +163,19 @@ fn exported_efficientnet_lite0_synthesizes_like_the_built_in_model() {
         let (ta, tb) = (&a.trajectory, &b.trajectory);
         assert!(close(ta[0], tb[0], 1e-4), "step 0: {ta:?} vs {tb:?}");
         for step in 1..4 {
-            assert!(close(ta[step], tb[step], 1e-2), "step {step}: {ta:?} vs {tb:?}");
+            assert!(
+                close(ta[step], tb[step], 1e-2),
+                "step {step}: {ta:?} vs {tb:?}"
+            );
         }
         let rel = (a.mean_activity - b.mean_activity).abs() / b.mean_activity.abs().max(1e-6);
-        assert!(rel < 0.03, "filter {}: activity {} vs {}", a.filter, a.mean_activity, b.mean_activity);
+        assert!(
+            rel < 0.03,
+            "filter {}: activity {} vs {}",
+            a.filter,
+            a.mean_activity,
+            b.mean_activity
+        );
     }
 }
 
@@ -160,21 +187,36 @@ fn synthesis_on_an_exported_model_is_reproducible_and_batch_independent() {
     let net = load("resnet18_small");
     let layer = net.layer_index("layer2").unwrap();
     let size = net.input_size();
-    for objective in [ObjectiveKind::Channel, ObjectiveKind::Unit, ObjectiveKind::Layer] {
+    for objective in [
+        ObjectiveKind::Channel,
+        ObjectiveKind::Unit,
+        ObjectiveKind::Layer,
+    ] {
         let params = SynthParams {
             steps: 6,
             size,
             objective,
             ..SynthParams::default()
         };
-        let run = |filters: &[i64]| synthesize_pass(&net, layer, filters, &params, &mut |_| {}).unwrap();
+        let run =
+            |filters: &[i64]| synthesize_pass(&net, layer, filters, &params, &mut |_| {}).unwrap();
         let pair = run(&[4, 9]);
         let again = run(&[4, 9]);
         let alone = run(&[9]);
         let bytes = |o: &vephys_worker::synthesis::SynthOutcome| png_bytes(&o.image).unwrap();
-        assert_eq!(bytes(&pair[0]), bytes(&again[0]), "{objective:?}: same seed, same bytes");
-        let diff = (&pair[1].image - &alone[0].image).abs().mean(Kind::Float).double_value(&[]);
-        assert!(diff < 1e-3, "{objective:?}: batch and single differ by {diff}");
+        assert_eq!(
+            bytes(&pair[0]),
+            bytes(&again[0]),
+            "{objective:?}: same seed, same bytes"
+        );
+        let diff = (&pair[1].image - &alone[0].image)
+            .abs()
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(
+            diff < 1e-3,
+            "{objective:?}: batch and single differ by {diff}"
+        );
         if objective == ObjectiveKind::Channel {
             let trajectory = &pair[0].trajectory;
             assert!(
@@ -232,8 +274,13 @@ fn every_probe_runs_on_an_exported_model() {
 fn tampered(name: &str, edit: impl FnOnce(&mut Manifest, &Path)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = export(name);
-    let mut manifest = Manifest::parse(&std::fs::read_to_string(src.join(MANIFEST_FILE)).unwrap()).unwrap();
-    std::fs::copy(src.join(&manifest.archive), dir.path().join(&manifest.archive)).unwrap();
+    let mut manifest =
+        Manifest::parse(&std::fs::read_to_string(src.join(MANIFEST_FILE)).unwrap()).unwrap();
+    std::fs::copy(
+        src.join(&manifest.archive),
+        dir.path().join(&manifest.archive),
+    )
+    .unwrap();
     edit(&mut manifest, dir.path());
     std::fs::write(dir.path().join(MANIFEST_FILE), manifest.to_json()).unwrap();
     dir
@@ -256,9 +303,14 @@ fn an_archive_that_is_not_the_manifests_is_refused() {
 
 #[test]
 fn an_archive_from_another_torch_release_is_refused() {
-    let dir = tampered("resnet18_small", |m, _| m.versions.torch = "2.10.0+cpu".into());
+    let dir = tampered("resnet18_small", |m, _| {
+        m.versions.torch = "2.10.0+cpu".into()
+    });
     let err = load_error(dir.path());
-    assert!(err.contains("exported with torch 2.10.0") && err.contains("export it again"), "{err}");
+    assert!(
+        err.contains("exported with torch 2.10.0") && err.contains("export it again"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -272,8 +324,14 @@ fn a_manifest_layer_the_archive_lacks_is_named() {
     });
     let net = Network::load_dir(dir.path(), Device::Cpu).unwrap();
     let layer = net.layer_index("layer9").unwrap();
-    let err = net.check_size(layer, net.input_size()).unwrap_err().to_string();
-    assert!(err.contains("layer9") && err.contains("does not have"), "{err}");
+    let err = net
+        .check_size(layer, net.input_size())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer9") && err.contains("does not have"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -290,7 +348,10 @@ fn sizes_outside_the_manifests_range_are_refused() {
     let cell = net.layer_index("Cell_0").unwrap();
     let s = net.manifest().unwrap().input_sizes;
     let err = net.check_size(cell, s.max + 1).unwrap_err().to_string();
-    assert!(err.contains("outside what nasnetalarge was exported for"), "{err}");
+    assert!(
+        err.contains("outside what nasnetalarge was exported for"),
+        "{err}"
+    );
     let err = net.check_size(cell, s.min - 1).unwrap_err().to_string();
     assert!(err.contains("export it again with --min-size"), "{err}");
 }
@@ -311,15 +372,25 @@ fn pickled_code_is_never_loaded_as_a_model() {
 fn a_layer_of_unexpected_rank_is_refused() {
     let net = load("bad_rank");
     let err = net.check_size(0, net.input_size()).unwrap_err().to_string();
-    assert!(err.contains("4-D maps") && err.contains("export the model again"), "{err}");
+    assert!(
+        err.contains("4-D maps") && err.contains("export the model again"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_or_broken_manifest_says_what_to_give() {
     let dir = tempfile::tempdir().unwrap();
     let err = load_error(dir.path());
-    assert!(err.contains("give the directory vephys-export wrote"), "{err}");
-    std::fs::write(dir.path().join(MANIFEST_FILE), "{\"format\": \"vephys-model-1\"}").unwrap();
+    assert!(
+        err.contains("give the directory vephys-export wrote"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join(MANIFEST_FILE),
+        "{\"format\": \"vephys-model-1\"}",
+    )
+    .unwrap();
     let err = load_error(dir.path());
     assert!(err.contains("model.json"), "{err}");
 }
@@ -331,23 +402,40 @@ fn a_missing_or_broken_manifest_says_what_to_give() {
 fn the_commands_take_an_exported_models_directory() {
     let dir = export("resnet18_small");
     let dir_s = dir.to_str().unwrap();
-    let manifest = Manifest::parse(&std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap()).unwrap();
+    let manifest =
+        Manifest::parse(&std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap()).unwrap();
     let size = manifest.input_size.to_string();
     let cat = fixtures().join("photos").join("chelsea.png");
     let o = common::worker(&[
-        "respond", "--model-dir", dir_s, "--layer", "layer2", "--image", cat.to_str().unwrap(),
-        "--size", &size, "--filters", "0-3", "--json",
+        "respond",
+        "--model-dir",
+        dir_s,
+        "--layer",
+        "layer2",
+        "--image",
+        cat.to_str().unwrap(),
+        "--size",
+        &size,
+        "--filters",
+        "0-3",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["responses"][0]["max"].as_array().unwrap().len(), 4);
     assert_eq!(doc["provenance"]["stimulus_forward"], "whole");
-    assert_eq!(doc["provenance"]["weights_sha256"], manifest.weights_sha256.as_str());
+    assert_eq!(
+        doc["provenance"]["weights_sha256"],
+        manifest.weights_sha256.as_str()
+    );
 
     // `layers --json` prints the manifest, which `vephys models add` takes as it is
     let o = common::worker(&["layers", "--model-dir", dir_s, "--json"]);
     assert!(o.status.success(), "{}", common::stderr(&o));
-    assert_eq!(Manifest::parse(&String::from_utf8_lossy(&o.stdout)).unwrap(), manifest);
+    assert_eq!(
+        Manifest::parse(&String::from_utf8_lossy(&o.stdout)).unwrap(),
+        manifest
+    );
 
     // the directory in the weights directory answers to --model NAME; no --size needed
     let weights = tempfile::tempdir().unwrap();
@@ -355,7 +443,15 @@ fn the_commands_take_an_exported_models_directory() {
     std::os::unix::fs::symlink(&dir, &linked).unwrap();
     let out = tempfile::tempdir().unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_vephys-worker"))
-        .args(["synth", "--model", &manifest.model, "--layer", "layer1", "--filters", "0-1"])
+        .args([
+            "synth",
+            "--model",
+            &manifest.model,
+            "--layer",
+            "layer1",
+            "--filters",
+            "0-1",
+        ])
         .args(["--steps", "3", "--device", "cpu", "--out"])
         .arg(out.path())
         .env("VEPHYS_WEIGHTS_DIR", weights.path())
@@ -371,8 +467,17 @@ fn a_bad_export_stops_a_command_before_it_writes() {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("max");
     let o = common::worker(&[
-        "synth", "--model-dir", dir.path().to_str().unwrap(), "--layer", "layer1",
-        "--filters", "0", "--steps", "2", "--out", target.to_str().unwrap(),
+        "synth",
+        "--model-dir",
+        dir.path().to_str().unwrap(),
+        "--layer",
+        "layer1",
+        "--filters",
+        "0",
+        "--steps",
+        "2",
+        "--out",
+        target.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
     let err = common::stderr(&o);
@@ -380,8 +485,16 @@ fn a_bad_export_stops_a_command_before_it_writes() {
     assert!(!target.exists(), "nothing written");
     // --weights makes no sense for an exported model
     let o = common::worker(&[
-        "layers", "--model-dir", export("resnet18_small").to_str().unwrap(), "--weights", "x.safetensors",
+        "layers",
+        "--model-dir",
+        export("resnet18_small").to_str().unwrap(),
+        "--weights",
+        "x.safetensors",
     ]);
     assert!(!o.status.success());
-    assert!(common::stderr(&o).contains("leave --weights out"), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("leave --weights out"),
+        "{}",
+        common::stderr(&o)
+    );
 }

@@ -51,8 +51,18 @@ fn auto_picks_what_the_device_supports() {
     let support = bf16_support(Device::Cpu);
     assert_eq!(support.native, native, "{}", support.reason);
     let auto = resolve_precision(PrecisionChoice::Auto, Device::Cpu).unwrap();
-    assert_eq!(auto, if native { Precision::Bf16 } else { Precision::Fp32 });
-    assert_eq!(resolve_precision(PrecisionChoice::Fp32, Device::Cpu).unwrap(), Precision::Fp32);
+    assert_eq!(
+        auto,
+        if native {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        }
+    );
+    assert_eq!(
+        resolve_precision(PrecisionChoice::Fp32, Device::Cpu).unwrap(),
+        Precision::Fp32
+    );
     match resolve_precision(PrecisionChoice::Bf16, Device::Cpu) {
         Ok(p) => {
             assert!(native || emulation_allowed());
@@ -61,8 +71,14 @@ fn auto_picks_what_the_device_supports() {
         Err(e) => {
             assert!(!native && !emulation_allowed());
             let text = e.to_string();
-            assert!(text.starts_with("bad value for --precision: bf16 needs"), "{text}");
-            assert!(text.contains("avx512_bf16") && text.contains(ALLOW_EMULATED_BF16), "{text}");
+            assert!(
+                text.starts_with("bad value for --precision: bf16 needs"),
+                "{text}"
+            );
+            assert!(
+                text.contains("avx512_bf16") && text.contains(ALLOW_EMULATED_BF16),
+                "{text}"
+            );
         }
     }
 }
@@ -87,8 +103,22 @@ fn bf16_and_fp32_synthesis_agree_on_what_matters() {
     let layer = net.layer_index("blocks.7").unwrap();
     let size = 64;
     let filters: Vec<i64> = (0..8).map(|i| i * 10).collect();
-    let fp32 = synthesize(&net, layer, &filters, &params(48, size, Precision::Fp32), &mut |_| {}).unwrap();
-    let bf16 = synthesize(&net, layer, &filters, &params(48, size, Precision::Bf16), &mut |_| {}).unwrap();
+    let fp32 = synthesize(
+        &net,
+        layer,
+        &filters,
+        &params(48, size, Precision::Fp32),
+        &mut |_| {},
+    )
+    .unwrap();
+    let bf16 = synthesize(
+        &net,
+        layer,
+        &filters,
+        &params(48, size, Precision::Bf16),
+        &mut |_| {},
+    )
+    .unwrap();
     let best = best_photo_activity(&net, layer, &filters, size, &photos()).unwrap();
     let mut ratios = Vec::new();
     for ((f, b), photo) in fp32.iter().zip(&bf16).zip(&best) {
@@ -110,7 +140,11 @@ fn bf16_and_fp32_synthesis_agree_on_what_matters() {
             f.mean_activity
         );
         // the objective climbed in bf16 too
-        assert!(b.trajectory.last().unwrap() > &b.trajectory[0], "filter {}", b.filter);
+        assert!(
+            b.trajectory.last().unwrap() > &b.trajectory[0],
+            "filter {}",
+            b.filter
+        );
     }
     eprintln!("bf16/fp32 activity ratios: {ratios:.3?}");
 }
@@ -134,7 +168,14 @@ fn bf16_synthesis_gives_identical_png_bytes_for_the_same_seed() {
         ..p.clone()
     });
     assert_ne!(first, fp32, "bf16 must actually run in bf16");
-    assert_ne!(p.hash(), SynthParams { precision: Precision::Fp32, ..p.clone() }.hash());
+    assert_ne!(
+        p.hash(),
+        SynthParams {
+            precision: Precision::Fp32,
+            ..p.clone()
+        }
+        .hash()
+    );
 }
 
 /// Largest error of bf16 maps relative to the fp32 map's largest value. bf16 keeps 8 bits of
@@ -157,12 +198,25 @@ fn the_fast_and_the_exact_forward_paths_agree() {
         let fast = tch::no_grad(|| net.forward_to_in(&x, l, Precision::Bf16)).unwrap();
         assert_eq!(fast.kind(), Kind::Float, "maps come back fp32");
         let err = rel_err(&fast, &exact);
-        eprintln!("{} {layer}: bf16 vs fp32 relative error {err:.4}", net.name());
-        assert!(err > 0.0 && err < FORWARD_TOLERANCE, "{} {layer}: bf16 vs fp32 {err}", net.name());
+        eprintln!(
+            "{} {layer}: bf16 vs fp32 relative error {err:.4}",
+            net.name()
+        );
+        assert!(
+            err > 0.0 && err < FORWARD_TOLERANCE,
+            "{} {layer}: bf16 vs fp32 {err}",
+            net.name()
+        );
         let index = Tensor::from_slice(&filters);
-        let channels = net.forward_to_channels_in(&x, l, &filters, Precision::Bf16).unwrap();
+        let channels = net
+            .forward_to_channels_in(&x, l, &filters, Precision::Bf16)
+            .unwrap();
         let err = rel_err(&channels, &exact.index_select(1, &index));
-        assert!(err < FORWARD_TOLERANCE, "{} {layer}: channels bf16 vs fp32 {err}", net.name());
+        assert!(
+            err < FORWARD_TOLERANCE,
+            "{} {layer}: channels bf16 vs fp32 {err}",
+            net.name()
+        );
         // gradients reach the fp32 image through the bf16 network
         let leaf = x.detach().set_requires_grad(true);
         let out = net.forward_to_in(&leaf, l, Precision::Bf16).unwrap();
@@ -179,11 +233,28 @@ fn a_bf16_probe_measures_the_max_image_itself() {
     let net = lite0();
     let layer = net.layer_index("blocks.2").unwrap();
     let image = Tensor::rand([3, 48, 48], (Kind::Float, Device::Cpu));
-    let known = Response { max: 1e9, mean: 1e9 };
-    let images = [MaxImage { image, response: Some(known) }];
+    let known = Response {
+        max: 1e9,
+        mean: 1e9,
+    };
+    let images = [MaxImage {
+        image,
+        response: Some(known),
+    }];
     let run = |precision| {
-        let params = ProbeParams { precision, ..ProbeParams::default() };
-        let mut r = probes::run(&net, layer, probes::Probe::Baseline, &[3], Input::MaxImages(&images), &params).unwrap();
+        let params = ProbeParams {
+            precision,
+            ..ProbeParams::default()
+        };
+        let mut r = probes::run(
+            &net,
+            layer,
+            probes::Probe::Baseline,
+            &[3],
+            Input::MaxImages(&images),
+            &params,
+        )
+        .unwrap();
         match r.remove(0) {
             ProbeResult::Baseline(b) => b.responses.max[0],
             _ => unreachable!(),
@@ -191,7 +262,10 @@ fn a_bf16_probe_measures_the_max_image_itself() {
     };
     assert_eq!(run(Precision::Fp32), 1e9, "fp32 takes the known response");
     let measured = run(Precision::Bf16);
-    assert!(measured < 1e6 && measured.is_finite(), "bf16 measures it: {measured}");
+    assert!(
+        measured < 1e6 && measured.is_finite(),
+        "bf16 measures it: {measured}"
+    );
 }
 
 fn worker_bf16(args: &[&str]) -> Output {
@@ -213,38 +287,77 @@ fn every_record_names_its_precision() {
     let dir = tempfile::tempdir().unwrap();
     let synth = |precision: &str, out: &std::path::Path, run: fn(&[&str]) -> Output| {
         let o = run(&[
-            "synth", "--layer", "blocks.2", "--filters", "0,3", "--steps", "3", "--size", "32",
-            "--precision", precision, "--out", out.to_str().unwrap(),
+            "synth",
+            "--layer",
+            "blocks.2",
+            "--filters",
+            "0,3",
+            "--steps",
+            "3",
+            "--size",
+            "32",
+            "--precision",
+            precision,
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{precision}: {}", stderr(&o));
     };
-    let (fp32, bf16, auto) = (dir.path().join("fp32"), dir.path().join("bf16"), dir.path().join("auto"));
+    let (fp32, bf16, auto) = (
+        dir.path().join("fp32"),
+        dir.path().join("bf16"),
+        dir.path().join("auto"),
+    );
     synth("fp32", &fp32, worker);
     synth("bf16", &bf16, worker_bf16);
     synth("auto", &auto, worker);
-    let auto_is = resolve_precision(PrecisionChoice::Auto, Device::Cpu).unwrap().as_str();
+    let auto_is = resolve_precision(PrecisionChoice::Auto, Device::Cpu)
+        .unwrap()
+        .as_str();
     for (out, expect) in [(&fp32, "fp32"), (&bf16, "bf16"), (&auto, auto_is)] {
         let doc = json(&out.join("filter_0003.json"));
         assert_eq!(doc["precision"], expect, "{doc}");
         assert_eq!(doc["params"]["precision"], expect, "{doc}");
-        let mixed = if expect == "bf16" { serde_json::json!("autocast") } else { serde_json::Value::Null };
+        let mixed = if expect == "bf16" {
+            serde_json::json!("autocast")
+        } else {
+            serde_json::Value::Null
+        };
         assert_eq!(doc["mixed_precision"], mixed);
     }
     let hash = |out: &std::path::Path| json(&out.join("filter_0000.json"))["params_hash"].clone();
-    assert_ne!(hash(&fp32), hash(&bf16), "results of different precisions never share a hash");
+    assert_ne!(
+        hash(&fp32),
+        hash(&bf16),
+        "results of different precisions never share a hash"
+    );
 
     // probes: the records, and the params they hash
     let probe = |precision: &str, run: fn(&[&str]) -> Output| -> serde_json::Value {
         let out = dir.path().join(format!("hue_{precision}"));
         let o = run(&[
-            "probe", "--probe", "hue", "--layer", "blocks.2", "--filters", "1", "--size", "32",
-            "--precision", precision, "--out", out.to_str().unwrap(),
+            "probe",
+            "--probe",
+            "hue",
+            "--layer",
+            "blocks.2",
+            "--filters",
+            "1",
+            "--size",
+            "32",
+            "--precision",
+            precision,
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{precision}: {}", stderr(&o));
         json(&out.join("filter_0001_hue.json"))
     };
     let (a, b) = (probe("fp32", worker), probe("bf16", worker_bf16));
-    assert_eq!((a["precision"].as_str(), b["precision"].as_str()), (Some("fp32"), Some("bf16")));
+    assert_eq!(
+        (a["precision"].as_str(), b["precision"].as_str()),
+        (Some("fp32"), Some("bf16"))
+    );
     assert_eq!(b["params"]["precision"], "bf16");
     assert_ne!(a["params_hash"], b["params_hash"]);
 }
@@ -254,7 +367,15 @@ fn bad_precisions_are_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     for command in ["synth", "probe", "characterize"] {
-        let mut args = vec![command, "--layer", "blocks.2", "--filters", "0", "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            command,
+            "--layer",
+            "blocks.2",
+            "--filters",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ];
         if command == "probe" {
             args.extend(["--probe", "hue"]);
         }
@@ -264,7 +385,12 @@ fn bad_precisions_are_one_clear_error() {
             let o = worker(&a);
             assert!(!o.status.success(), "{command} --precision {bad} succeeded");
             let err = stderr(&o);
-            assert!(err.contains(&format!("unknown precision `{bad}`; use fp32, bf16 or auto")), "{err}");
+            assert!(
+                err.contains(&format!(
+                    "unknown precision `{bad}`; use fp32, bf16 or auto"
+                )),
+                "{err}"
+            );
             assert!(err.contains("--precision"), "{err}");
         }
         // the environment variable reads the same
@@ -274,14 +400,26 @@ fn bad_precisions_are_one_clear_error() {
             .env("VEPHYS_DEVICE", "cpu")
             .output()
             .unwrap();
-        assert!(!o.status.success() && stderr(&o).contains("unknown precision `fp16`"), "{}", stderr(&o));
+        assert!(
+            !o.status.success() && stderr(&o).contains("unknown precision `fp16`"),
+            "{}",
+            stderr(&o)
+        );
         if !bf16_support(Device::Cpu).native && !emulation_allowed() {
             let mut a = args.clone();
             a.extend(["--precision", "bf16"]);
             let o = worker(&a);
-            assert!(!o.status.success(), "{command} --precision bf16 without native bf16 succeeded");
+            assert!(
+                !o.status.success(),
+                "{command} --precision bf16 without native bf16 succeeded"
+            );
             let err = stderr(&o);
-            assert!(err.contains("bad value for --precision: bf16 needs a device that runs it natively"), "{err}");
+            assert!(
+                err.contains(
+                    "bad value for --precision: bf16 needs a device that runs it natively"
+                ),
+                "{err}"
+            );
             assert_eq!(err.trim().lines().count(), 1, "one clear error: {err}");
         }
         assert!(!out.exists(), "{command} wrote {}", out.display());

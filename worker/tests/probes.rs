@@ -142,7 +142,10 @@ fn green_unit_prefers_green_and_loses_to_grayscale() {
     // same green values in all three channels drive a green-only unit as much as green alone:
     // the control without the luma bias reads 0
     let luma = c.channel_selectivity.mean[1].unwrap();
-    assert!((luma - 0.413 / 1.587).abs() < 0.02, "channel_selectivity {luma}");
+    assert!(
+        (luma - 0.413 / 1.587).abs() < 0.02,
+        "channel_selectivity {luma}"
+    );
     let equal = c.channel_selectivity_equal.mean[1].unwrap();
     assert!(equal.abs() < 0.02, "channel_selectivity_equal {equal}");
     assert_eq!(r[at("g_equal")], r[at("g")]);

@@ -288,8 +288,17 @@ fn characterize_runs_with_default_parameters_at_any_size() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("char");
         let o = worker(&[
-            "characterize", "--layer", "blocks.4", "--filters", "1", "--size", size,
-            "--steps", "2", "--out", out.to_str().unwrap(),
+            "characterize",
+            "--layer",
+            "blocks.4",
+            "--filters",
+            "1",
+            "--size",
+            size,
+            "--steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "--size {size}: {}", stderr(&o));
         let doc = read_json(&out.join("filter_0001.json"));
@@ -309,8 +318,18 @@ fn probe_derives_the_numbers_the_daemon_stores() {
     let dir = characterized();
     let out = tempfile::tempdir().unwrap();
     let o = worker(&[
-        "probe", "--probe", "baseline", "--layer", "blocks.4", "--filters", "0",
-        "--images", dir.to_str().unwrap(), "--json", "--out", out.path().to_str().unwrap(),
+        "probe",
+        "--probe",
+        "baseline",
+        "--layer",
+        "blocks.4",
+        "--filters",
+        "0",
+        "--images",
+        dir.to_str().unwrap(),
+        "--json",
+        "--out",
+        out.path().to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -321,5 +340,8 @@ fn probe_derives_the_numbers_the_daemon_stores() {
     let expect = csi(max[0].as_f64().unwrap(), max[2].as_f64().unwrap());
     assert!((d["csi"].as_f64().unwrap() - expect).abs() < 1e-12, "{d}");
     let expect = csi(mean[0].as_f64().unwrap(), mean[2].as_f64().unwrap());
-    assert!((d["mean"]["csi"].as_f64().unwrap() - expect).abs() < 1e-12, "{d}");
+    assert!(
+        (d["mean"]["csi"].as_f64().unwrap() - expect).abs() < 1e-12,
+        "{d}"
+    );
 }

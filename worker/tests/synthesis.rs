@@ -168,7 +168,11 @@ fn a_unit_with_no_gradient_is_reported_dead() {
     assert_eq!(out[0].status, Status::Ok);
     assert_eq!(out[1].status, Status::Dead);
     assert_eq!(out[1].max_activity, 0.0);
-    assert_eq!((out[0].starts, out[1].starts), (1, STARTS), "every start tried");
+    assert_eq!(
+        (out[0].starts, out[1].starts),
+        (1, STARTS),
+        "every start tried"
+    );
 }
 
 /// A unit silent on one seeded start image but not on another is not dead: a ReLU unit that
@@ -202,13 +206,23 @@ fn a_unit_is_dead_only_when_every_seeded_start_leaves_it_silent() {
         let out = synthesize(&net, layer, &filters, &p, &mut |_| {}).unwrap();
         outcomes.push(out.iter().map(|o| (o.starts, o.status)).collect());
     }
-    assert!(outcomes[0].iter().all(|o| o.0 == 1), "alive at once at t = 0.6: {outcomes:?}");
     assert!(
-        outcomes.last().unwrap().iter().all(|o| *o == (STARTS, Status::Dead)),
+        outcomes[0].iter().all(|o| o.0 == 1),
+        "alive at once at t = 0.6: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .last()
+            .unwrap()
+            .iter()
+            .all(|o| *o == (STARTS, Status::Dead)),
         "dead after every start at t = 1, above any pixel: {outcomes:?}"
     );
     assert!(
-        outcomes.iter().flatten().any(|(starts, status)| *starts > 1 && *status == Status::Ok),
+        outcomes
+            .iter()
+            .flatten()
+            .any(|(starts, status)| *starts > 1 && *status == Status::Ok),
         "no threshold revived by a later start: {outcomes:?}"
     );
     // per filter, a higher threshold never needs fewer starts

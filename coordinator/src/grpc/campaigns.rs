@@ -36,7 +36,11 @@ impl CampaignsService {
 
     /// A service that serves at most `max_streams` streams at once and refuses more with
     /// RESOURCE_EXHAUSTED.
-    pub fn with_max_streams(store: Arc<Store>, watch_interval: Duration, max_streams: usize) -> Self {
+    pub fn with_max_streams(
+        store: Arc<Store>,
+        watch_interval: Duration,
+        max_streams: usize,
+    ) -> Self {
         Self {
             store,
             watch_interval,
@@ -47,10 +51,13 @@ impl CampaignsService {
 
     /// A permit for one more stream, held until the stream ends.
     fn open_stream(&self, what: &'static str) -> Result<OwnedSemaphorePermit, Error> {
-        self.streams.clone().try_acquire_owned().map_err(|_| Error::Busy {
-            what,
-            limit: self.max_streams,
-        })
+        self.streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy {
+                what,
+                limit: self.max_streams,
+            })
     }
 }
 

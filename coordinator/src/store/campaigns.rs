@@ -126,7 +126,9 @@ impl Store {
     }
 
     pub async fn campaign(&self, campaign_id: i64) -> Result<Campaign> {
-        let mut found = self.load_campaigns(campaign_id.saturating_sub(1), 1, Some(campaign_id)).await?;
+        let mut found = self
+            .load_campaigns(campaign_id.saturating_sub(1), 1, Some(campaign_id))
+            .await?;
         found.pop().ok_or(Error::NotFound {
             what: "campaign",
             id: campaign_id.to_string(),
@@ -146,7 +148,12 @@ impl Store {
     }
 
     /// Campaigns with ids above `after` (only `only`, when given), at most `limit`.
-    async fn load_campaigns(&self, after: i64, limit: i64, only: Option<i64>) -> Result<Vec<Campaign>> {
+    async fn load_campaigns(
+        &self,
+        after: i64,
+        limit: i64,
+        only: Option<i64>,
+    ) -> Result<Vec<Campaign>> {
         let rows: Vec<CampaignRow> = sqlx::query_as(
             "SELECT id, name, model, spec_toml, created_at, cancelled_at FROM campaigns
              WHERE id > $1 AND ($2 IS NULL OR id = $2) ORDER BY id LIMIT $3",

@@ -370,9 +370,19 @@ fn check_completion(i: usize, job: &JobCompletion) -> Result<()> {
             format!("activity must be finite, got max {max_act} mean {mean_act}"),
         );
     }
-    check_len("completion", &format!("jobs[{i}].result.derived_json"), derived_json, MAX_JSON_BYTES)?;
+    check_len(
+        "completion",
+        &format!("jobs[{i}].result.derived_json"),
+        derived_json,
+        MAX_JSON_BYTES,
+    )?;
     let status = job.result.as_ref().map_or("", |r| r.status.as_str());
-    check_len("completion", &format!("jobs[{i}].result.status"), status, MAX_TEXT_BYTES)?;
+    check_len(
+        "completion",
+        &format!("jobs[{i}].result.status"),
+        status,
+        MAX_TEXT_BYTES,
+    )?;
     if !derived_json.trim().is_empty() && !is_json_object(derived_json) {
         return bad(
             "result.derived_json",
@@ -386,8 +396,18 @@ fn check_completion(i: usize, job: &JobCompletion) -> Result<()> {
         );
     };
     let field = |name: &str| format!("jobs[{i}].result.provenance.{name}");
-    check_len("completion", &field("params_json"), &p.params_json, MAX_JSON_BYTES)?;
-    check_len("completion", &field("library_versions_json"), &p.library_versions_json, MAX_JSON_BYTES)?;
+    check_len(
+        "completion",
+        &field("params_json"),
+        &p.params_json,
+        MAX_JSON_BYTES,
+    )?;
+    check_len(
+        "completion",
+        &field("library_versions_json"),
+        &p.library_versions_json,
+        MAX_JSON_BYTES,
+    )?;
     for (name, value) in [
         ("weights_sha256", &p.weights_sha256),
         ("params_hash", &p.params_hash),
@@ -402,15 +422,34 @@ fn check_completion(i: usize, job: &JobCompletion) -> Result<()> {
             "is not a JSON object".into(),
         );
     }
-    check_count("completion", &format!("jobs[{i}].artifacts"), &job.artifacts, MAX_ARTIFACTS_PER_JOB)?;
-    check_count("completion", &format!("jobs[{i}].points"), &job.points, MAX_POINTS_PER_JOB)?;
+    check_count(
+        "completion",
+        &format!("jobs[{i}].artifacts"),
+        &job.artifacts,
+        MAX_ARTIFACTS_PER_JOB,
+    )?;
+    check_count(
+        "completion",
+        &format!("jobs[{i}].points"),
+        &job.points,
+        MAX_POINTS_PER_JOB,
+    )?;
     let mut kinds = HashSet::new();
     for (k, artifact) in job.artifacts.iter().enumerate() {
         if artifact.uri.is_empty() || artifact.kind.is_empty() {
             return bad(&format!("artifacts[{k}]"), "needs a kind and a uri".into());
         }
-        for (name, value) in [("kind", &artifact.kind), ("uri", &artifact.uri), ("sha256", &artifact.sha256)] {
-            check_len("completion", &format!("jobs[{i}].artifacts[{k}].{name}"), value, MAX_TEXT_BYTES)?;
+        for (name, value) in [
+            ("kind", &artifact.kind),
+            ("uri", &artifact.uri),
+            ("sha256", &artifact.sha256),
+        ] {
+            check_len(
+                "completion",
+                &format!("jobs[{i}].artifacts[{k}].{name}"),
+                value,
+                MAX_TEXT_BYTES,
+            )?;
         }
         if !kinds.insert(artifact.kind.as_str()) {
             return bad(
@@ -420,9 +459,19 @@ fn check_completion(i: usize, job: &JobCompletion) -> Result<()> {
         }
     }
     for (k, point) in job.points.iter().enumerate() {
-        check_len("completion", &format!("jobs[{i}].points[{k}].probe"), &point.probe, MAX_TEXT_BYTES)?;
+        check_len(
+            "completion",
+            &format!("jobs[{i}].points[{k}].probe"),
+            &point.probe,
+            MAX_TEXT_BYTES,
+        )?;
         let label = point.label.as_deref().unwrap_or_default();
-        check_len("completion", &format!("jobs[{i}].points[{k}].label"), label, MAX_TEXT_BYTES)?;
+        check_len(
+            "completion",
+            &format!("jobs[{i}].points[{k}].label"),
+            label,
+            MAX_TEXT_BYTES,
+        )?;
     }
     if let Some(k) = job
         .points

@@ -46,11 +46,18 @@ pub(crate) fn plan(spec: &CampaignSpec, model: &Model, max_jobs: u64) -> Result<
     if let Some(manifest) = super::models::manifest(model) {
         manifest
             .check_size(i64::from(synthesis.image_size))
-            .map_err(|reason| Error::invalid_spec(SpecError::new("synthesis.image_size", reason)))?;
+            .map_err(|reason| {
+                Error::invalid_spec(SpecError::new("synthesis.image_size", reason))
+            })?;
     }
     let params: Vec<(Probe, Arc<str>)> = probes
         .iter()
-        .map(|p| (*p, Arc::from(spec.job_params(*p, synthesis.image_size).to_json())))
+        .map(|p| {
+            (
+                *p,
+                Arc::from(spec.job_params(*p, synthesis.image_size).to_json()),
+            )
+        })
         .collect();
     let mut jobs = Vec::new();
     let mut seen_layers = Vec::new();

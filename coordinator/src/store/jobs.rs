@@ -20,7 +20,12 @@ struct JobRow {
 impl Store {
     /// Up to `limit` jobs of `campaign_id` with ids above `after`, in id order (keyset
     /// pagination, like [`Store::results_page`]).
-    pub async fn jobs_page(&self, campaign_id: i64, after: i64, limit: i64) -> Result<Vec<JobState>> {
+    pub async fn jobs_page(
+        &self,
+        campaign_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<JobState>> {
         let rows: Vec<JobRow> = sqlx::query_as(
             "SELECT j.id, j.layer, j.filter, j.probe, j.state, j.attempt, r.attempt AS result_attempt
              FROM jobs j LEFT JOIN results r ON r.job_id = j.id

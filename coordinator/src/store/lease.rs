@@ -110,7 +110,12 @@ impl Store {
                 "is 0; ask for at least one job",
             ));
         }
-        check_len("lease request", "request_id", ask.request_id, MAX_REQUEST_ID)?;
+        check_len(
+            "lease request",
+            "request_id",
+            ask.request_id,
+            MAX_REQUEST_ID,
+        )?;
         let max_jobs = ask.max_jobs.min(MAX_BATCH as u32);
         let worker_id = ask.worker_id;
         let registered = self.check_worker(worker_id).await?;
@@ -118,7 +123,12 @@ impl Store {
         if let Some(request) = request {
             let taken = self.taken_by(worker_id, request).await?;
             if !taken.is_empty() {
-                tracing::info!(worker_id, request, jobs = taken.len(), "lease retried; returning what it took");
+                tracing::info!(
+                    worker_id,
+                    request,
+                    jobs = taken.len(),
+                    "lease retried; returning what it took"
+                );
                 let expires_at_ms = taken.iter().map(|(_, expiry)| *expiry).min().unwrap_or(now);
                 let rows = taken.into_iter().map(|(row, _)| row).collect();
                 return self.granted(rows, expires_at_ms).await;
@@ -343,7 +353,8 @@ impl Store {
             }
         }
         let model = self.pinned_model(claimed[0].campaign_id).await?;
-        let (weights_sha256, weights_uri) = (model.weights_sha256.clone(), model.weights_uri.clone());
+        let (weights_sha256, weights_uri) =
+            (model.weights_sha256.clone(), model.weights_uri.clone());
         let jobs = claimed
             .into_iter()
             .map(|row| LeasedJob {

@@ -50,7 +50,12 @@ pub(crate) fn check_len(what: &'static str, field: &str, value: &str, max: usize
 }
 
 /// `items` must hold at most `max` entries.
-pub(crate) fn check_count<T>(what: &'static str, field: &str, items: &[T], max: usize) -> Result<()> {
+pub(crate) fn check_count<T>(
+    what: &'static str,
+    field: &str,
+    items: &[T],
+    max: usize,
+) -> Result<()> {
     match items.len() <= max {
         true => Ok(()),
         false => Err(Error::invalid(

@@ -242,7 +242,9 @@ impl Store {
             Dialect::Postgres => {
                 "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
             }
-            Dialect::Sqlite => "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Dialect::Sqlite => {
+                "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+            }
         };
         let before = self.local_ms();
         let database: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;

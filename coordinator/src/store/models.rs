@@ -187,7 +187,10 @@ fn check_manifest(model: &Model) -> Result<()> {
             ),
         );
     }
-    if !manifest.weights_sha256.eq_ignore_ascii_case(&model.weights_sha256) {
+    if !manifest
+        .weights_sha256
+        .eq_ignore_ascii_case(&model.weights_sha256)
+    {
         return bad(
             "manifest",
             "names another archive (weights_sha256) than the model; register the model.json vephys-export wrote as it is".into(),
@@ -285,7 +288,10 @@ fn check_model(model: &Model) -> Result<()> {
         if layer.aliases.len() > MAX_ALIASES {
             return bad(
                 format!("layers[{i}].aliases"),
-                format!("has {} entries; at most {MAX_ALIASES} are accepted", layer.aliases.len()),
+                format!(
+                    "has {} entries; at most {MAX_ALIASES} are accepted",
+                    layer.aliases.len()
+                ),
             );
         }
         for (k, alias) in layer.aliases.iter().enumerate() {
@@ -331,7 +337,12 @@ fn check_name(field: &str, name: &str) -> Result<()> {
     if name.chars().count() > MAX_NAME_LEN {
         return bad(format!("is longer than {MAX_NAME_LEN} characters"));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
         return bad(format!(
             "`{}` is not a name: it is . or .., or holds /, \\ or a control character",
             name.escape_default()

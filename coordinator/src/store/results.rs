@@ -81,14 +81,14 @@ impl Store {
             json("r.library_versions")
         );
         let rows: Vec<ResultRow> = sqlx::query_as(&sql)
-        .bind(filter.campaign_id)
-        .bind(after)
-        .bind(filter.layer.as_deref())
-        .bind(filter.filter)
-        .bind(filter.probe.as_deref())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(filter.campaign_id)
+            .bind(after)
+            .bind(filter.layer.as_deref())
+            .bind(filter.filter)
+            .bind(filter.probe.as_deref())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }

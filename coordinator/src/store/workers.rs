@@ -22,7 +22,12 @@ impl Store {
         check_len(what, "name", &request.name, MAX_TEXT_BYTES)?;
         check_len(what, "device", &request.device, MAX_TEXT_BYTES)?;
         check_count(what, "models", &request.models, MAX_MODELS_PER_WORKER)?;
-        check_count(what, "loaded_models", &request.loaded_models, MAX_MODELS_PER_WORKER)?;
+        check_count(
+            what,
+            "loaded_models",
+            &request.loaded_models,
+            MAX_MODELS_PER_WORKER,
+        )?;
         for (i, name) in request.loaded_models.iter().enumerate() {
             check_len(what, &format!("loaded_models[{i}]"), name, MAX_TEXT_BYTES)?;
         }
@@ -65,7 +70,13 @@ impl Store {
     /// commit (an fsync) per call. Heartbeats record that a worker is alive. Workers are never
     /// removed, so a worker found once is remembered.
     pub(crate) async fn check_worker(&self, worker_id: i64) -> Result<Vec<String>> {
-        if let Some(loaded) = self.cache.workers.lock().expect("worker cache").get(&worker_id) {
+        if let Some(loaded) = self
+            .cache
+            .workers
+            .lock()
+            .expect("worker cache")
+            .get(&worker_id)
+        {
             return Ok(loaded.clone());
         }
         let loaded: Option<String> =

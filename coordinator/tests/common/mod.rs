@@ -2,7 +2,6 @@
 //! coordinator on a real TCP port.
 #![allow(dead_code)] // each test binary uses a different subset
 
-
 use std::sync::Arc;
 use std::time::Duration;
 use vephys_coordinator::auth::Tokens;
@@ -172,7 +171,11 @@ impl Coordinator {
             tls: None,
         };
         let (s, m) = (store.clone(), metrics.clone());
-        let health = DbHealth::spawn(s.clone(), DbHealth::DEFAULT_INTERVAL, DbHealth::DEFAULT_TIMEOUT);
+        let health = DbHealth::spawn(
+            s.clone(),
+            DbHealth::DEFAULT_INTERVAL,
+            DbHealth::DEFAULT_TIMEOUT,
+        );
         tokio::spawn(async move {
             let shutdown = async {
                 rx.await.ok();

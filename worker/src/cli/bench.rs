@@ -53,7 +53,11 @@ pub struct BenchArgs {
     python: String,
 
     /// The PyTorch loop's script (scripts/python/bench_synth.py; reference.py beside it)
-    #[arg(long, env = "VEPHYS_BENCH_SCRIPT", default_value = "scripts/python/bench_synth.py")]
+    #[arg(
+        long,
+        env = "VEPHYS_BENCH_SCRIPT",
+        default_value = "scripts/python/bench_synth.py"
+    )]
     script: PathBuf,
 
     /// Also synthesize 8 filters for 50 steps per precision and compare their activity with the
@@ -82,20 +86,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Err(e) => println!("skipping {choice}: {e}"),
         }
     }
-    anyhow::ensure!(!precisions.is_empty(), "no precision left to measure on {}", describe(device));
+    anyhow::ensure!(
+        !precisions.is_empty(),
+        "no precision left to measure on {}",
+        describe(device)
+    );
     let mut cases = Vec::new();
     for model in &args.models {
         let (layer, reference) = match model.as_str() {
             "vgg19" | "vgg16" => ("block3_pool", "features.18"),
             "efficientnet_lite0" => ("blocks.7", "blocks.7"),
-            other => anyhow::bail!("bad value for --models: `{other}`; use vgg19 or efficientnet_lite0"),
+            other => {
+                anyhow::bail!("bad value for --models: `{other}`; use vgg19 or efficientnet_lite0")
+            }
         };
         let reference = match model.as_str() {
             "vgg16" => "features.16",
             _ => reference,
         };
         let file = format!("{model}.safetensors");
-        let source = match args.weights_dir.iter().map(|d| d.join(&file)).find(|p| p.is_file()) {
+        let source = match args
+            .weights_dir
+            .iter()
+            .map(|d| d.join(&file))
+            .find(|p| p.is_file())
+        {
             Some(weights) => Source::Weights(weights),
             None => Source::Random,
         };
@@ -115,7 +130,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             py.script.display()
         );
     }
-    println!("synthesis benchmark, device {}, libtorch {}", describe(device), vephys_worker::provenance::VERSIONS.libtorch);
+    println!(
+        "synthesis benchmark, device {}, libtorch {}",
+        describe(device),
+        vephys_worker::provenance::VERSIONS.libtorch
+    );
     let config = Config {
         device,
         cases: cases.clone(),
@@ -138,7 +157,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         anyhow::ensure!(!photos.is_empty(), "no photos in {}", dir.display());
         for case in &cases {
             let net = case.network(device)?;
-            let channels = net.check_size(net.layer_index(&case.layer)?, case.size)?.channels;
+            let channels = net
+                .check_size(net.layer_index(&case.layer)?, case.size)?
+                .channels;
             let filters: Vec<i64> = (0..8).map(|i| i * channels / 8).collect();
             for &precision in &precisions {
                 let q = bench::quality(&net, case, &filters, 50, precision, &photos)?;

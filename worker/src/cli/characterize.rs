@@ -17,10 +17,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use vephys_worker::figure::tuning_figure;
 use vephys_worker::filters::parse_filters;
 use vephys_worker::image_io::{png_bytes, write_atomic};
 use vephys_worker::models::Network;
-use vephys_worker::figure::tuning_figure;
 use vephys_worker::probes::{
     self, color, Input, MaxImage, Probe, ProbeParams, ProbeResult, PROBES,
 };
@@ -242,7 +242,14 @@ fn image_probes(
     };
     for probe in [Probe::Baseline, Probe::Zoom, Probe::Rotation] {
         if plan.wants(probe) {
-            add(probes::run(net, layer, probe, &filters, Input::MaxImages(&images), p)?);
+            add(probes::run(
+                net,
+                layer,
+                probe,
+                &filters,
+                Input::MaxImages(&images),
+                p,
+            )?);
         }
     }
     if let Some(runs) = single {
@@ -312,7 +319,10 @@ fn write_filter(
     let figure_name = if rgb.status == Status::Ok {
         let title = format!("{} {} #{f}", plan.net.name(), plan.layer_name);
         let figure = tuning_figure(&title, &png_bytes(&rgb.image)?, probes)?;
-        write_atomic(&out.join(format!("{stem}_tuning.svg")), figure.svg.as_bytes())?;
+        write_atomic(
+            &out.join(format!("{stem}_tuning.svg")),
+            figure.svg.as_bytes(),
+        )?;
         write_atomic(&out.join(format!("{stem}_tuning.png")), &figure.png)?;
         Some(format!("{stem}_tuning.png"))
     } else {

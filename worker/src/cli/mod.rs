@@ -150,9 +150,12 @@ impl ModelArgs {
             return None;
         }
         // a path to an export, or a name in the weights directory
-        [PathBuf::from(&self.model), self.weights_dir.join(&self.model)]
-            .into_iter()
-            .find(|dir| dir.join(MANIFEST_FILE).is_file())
+        [
+            PathBuf::from(&self.model),
+            self.weights_dir.join(&self.model),
+        ]
+        .into_iter()
+        .find(|dir| dir.join(MANIFEST_FILE).is_file())
     }
 
     /// The exported model, when it is one (its weights are in its archive).

@@ -466,8 +466,14 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
                 flatten(&name, v, out);
             }
         }
-        Value::Number(n) => out.push((prefix.to_string(), format!("{:.3}", n.as_f64().unwrap_or(f64::NAN)))),
+        Value::Number(n) => out.push((
+            prefix.to_string(),
+            format!("{:.3}", n.as_f64().unwrap_or(f64::NAN)),
+        )),
         Value::Null => out.push((prefix.to_string(), "-".into())),
-        other => out.push((prefix.to_string(), other.to_string().trim_matches('"').to_string())),
+        other => out.push((
+            prefix.to_string(),
+            other.to_string().trim_matches('"').to_string(),
+        )),
     }
 }

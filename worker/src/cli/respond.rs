@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use tch::{Kind, Tensor};
+use vephys_worker::device::Precision;
 use vephys_worker::filters::parse_filters;
 use vephys_worker::image_io;
-use vephys_worker::device::Precision;
 use vephys_worker::provenance::Provenance;
 
 use super::ModelArgs;

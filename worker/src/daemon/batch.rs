@@ -59,7 +59,12 @@ impl Worker {
         };
         let resolved = self
             .weights
-            .resolve(&first.model, kind, &first.weights_sha256, &first.weights_uri)
+            .resolve(
+                &first.model,
+                kind,
+                &first.weights_sha256,
+                &first.weights_uri,
+            )
             .await;
         let (weights, weights_sha) = match resolved {
             Ok(w) => w,
@@ -154,7 +159,13 @@ impl Worker {
                 ),
                 Uploaded::StoreFailing(message) => {
                     self.store_failing = true;
-                    not_done.push((job, JobError { how: Failure::Released, message }));
+                    not_done.push((
+                        job,
+                        JobError {
+                            how: Failure::Released,
+                            message,
+                        },
+                    ));
                 }
             }
         }
@@ -175,14 +186,23 @@ impl Worker {
     /// The max image a job starts from, read and checked: `Ok(None)` for a job that needs
     /// none (or a dead unit's, which has none). A store that fails is the infrastructure's
     /// fault ([`Failure::Released`]); a missing, changed or undecodable image is this job's.
-    async fn input(&self, job: &LeasedJob, probe: Probe, size: i64) -> Result<Option<Vec<u8>>, JobError> {
+    async fn input(
+        &self,
+        job: &LeasedJob,
+        probe: Probe,
+        size: i64,
+    ) -> Result<Option<Vec<u8>>, JobError> {
         let Some(a) = job.inputs.iter().find(|a| a.kind == "max_image") else {
             return Ok(None);
         };
         if !matches!(probe, Probe::Baseline | Probe::Zoom | Probe::Rotation) {
             return Ok(None);
         }
-        let bytes = match self.objects.get_verified_bounded(&a.uri, &a.sha256, MAX_IMAGE_BYTES).await {
+        let bytes = match self
+            .objects
+            .get_verified_bounded(&a.uri, &a.sha256, MAX_IMAGE_BYTES)
+            .await
+        {
             Ok(bytes) => bytes,
             Err(e) if e.is_unavailable() => {
                 return Err(JobError {
@@ -199,9 +219,11 @@ impl Worker {
         };
         // decoded once here (bounded, off the async threads) so that a bad image fails its
         // job alone instead of the batch's compute
-        let (checked, bytes) = tokio::task::spawn_blocking(move || (results::read_png(&bytes, size).map(|_| ()), bytes))
-            .await
-            .expect("decoding does not panic");
+        let (checked, bytes) = tokio::task::spawn_blocking(move || {
+            (results::read_png(&bytes, size).map(|_| ()), bytes)
+        })
+        .await
+        .expect("decoding does not panic");
         match checked {
             Ok(()) => Ok(Some(bytes)),
             Err(reason) => Err(JobError {

@@ -30,7 +30,8 @@ pub fn connect(url: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    let token = BearerToken::new(token).map_err(|e| DaemonError::Config(format!("--token: {e}")))?;
+    let token =
+        BearerToken::new(token).map_err(|e| DaemonError::Config(format!("--token: {e}")))?;
     Ok(WorkersClient::with_interceptor(
         endpoint.connect_lazy(),
         token,

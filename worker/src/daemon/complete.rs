@@ -177,13 +177,17 @@ impl Worker {
             .map(|job| JobFailure {
                 job_id: job.job_id,
                 token: job.token,
-                error: "the worker was stopped before finishing; released for another worker".into(),
+                error: "the worker was stopped before finishing; released for another worker"
+                    .into(),
                 permanent: false,
                 released: true,
             })
             .collect();
         let send = self.send_failures(self.id, failures);
-        if tokio::time::timeout(Duration::from_secs(10), send).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), send)
+            .await
+            .is_err()
+        {
             tracing::warn!("coordinator unreachable; the leases will expire instead");
         }
     }

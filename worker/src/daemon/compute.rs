@@ -9,15 +9,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use tch::Device;
-use vephys_proto::manifest::Manifest;
-use vephys_proto::params::{PrecisionChoice, Probe};
 use crate::device::{resolve_precision, Precision};
 use crate::models::Network;
 use crate::probes::{self, color, Input, MaxImage, Response};
 use crate::provenance::Provenance;
 use crate::synthesis::{synthesize, ColorMode, Status, SynthParams};
 use crate::WorkerError;
+use tch::Device;
+use vephys_proto::manifest::Manifest;
+use vephys_proto::params::{PrecisionChoice, Probe};
 
 use super::params::Params;
 use super::results::{self, Finished};
@@ -229,7 +229,11 @@ impl Progress<'_> {
     }
 }
 
-fn run_batch(net: &Network, batch: &Batch, precision: Precision) -> Result<Vec<Finished>, BatchError> {
+fn run_batch(
+    net: &Network,
+    batch: &Batch,
+    precision: Precision,
+) -> Result<Vec<Finished>, BatchError> {
     let layer = net.layer_index(&batch.layer)?;
     let shape = net.check_size(layer, batch.params.size)?;
     for job in &batch.jobs {

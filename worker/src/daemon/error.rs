@@ -50,7 +50,10 @@ pub enum DaemonError {
 }
 
 impl DaemonError {
-    pub(crate) fn io(context: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DaemonError {
+    pub(crate) fn io(
+        context: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> DaemonError {
         let path = path.to_path_buf();
         move |source| DaemonError::Io {
             context,

@@ -67,9 +67,15 @@ impl Worker {
     /// pause) and while the store fails (until it answers a write, read and delete). False
     /// when told to stop meanwhile.
     async fn ready_to_lease(&mut self) -> bool {
-        if self.released.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .released
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
             let pause = self.release_backoff.next_delay();
-            tracing::info!(pause_ms = pause.as_millis() as u64, "jobs were given back; pausing before the next lease");
+            tracing::info!(
+                pause_ms = pause.as_millis() as u64,
+                "jobs were given back; pausing before the next lease"
+            );
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = self.stop.reached(1) => return false,

@@ -2,10 +2,10 @@
 //! campaign spec — as the worker's engine takes them. The coordinator checked them at
 //! submission, so anything refused here breaks the contract: a permanent error, never retried.
 
-use vephys_proto::params::{JobParams, Probe};
 use crate::device::Precision;
 use crate::probes::ProbeParams;
 use crate::synthesis::SynthParams;
+use vephys_proto::params::{JobParams, Probe};
 
 /// Everything a batch of one (layer, probe) needs.
 #[derive(Debug, Clone)]
@@ -91,16 +91,27 @@ mod tests {
              [synthesis]\nsteps = 10\n[zoom]\nfill = \"mean\"\n",
         )
         .unwrap();
-        let rotation = parse(&spec.job_params(Probe::Rotation, 224).to_json(), Probe::Rotation).unwrap();
+        let rotation = parse(
+            &spec.job_params(Probe::Rotation, 224).to_json(),
+            Probe::Rotation,
+        )
+        .unwrap();
         let s = rotation.synthesis.unwrap();
         assert_eq!((s.steps, s.size, s.seed), (10, 224, 7));
         assert_eq!(rotation.probes.rotation, spec.rotation);
         assert_eq!(rotation.probes.rotation.angles.len(), 24);
         let color = parse(&spec.job_params(Probe::Color, 224).to_json(), Probe::Color).unwrap();
         assert_eq!(color.color_steps, Some(10));
-        let grating = parse(&spec.job_params(Probe::Grating, 64).to_json(), Probe::Grating).unwrap();
+        let grating = parse(
+            &spec.job_params(Probe::Grating, 64).to_json(),
+            Probe::Grating,
+        )
+        .unwrap();
         assert_eq!(grating.size, 64);
-        assert_eq!(grating.probes.grating.frequencies(64).unwrap(), vec![2.0, 4.0, 8.0, 16.0]);
+        assert_eq!(
+            grating.probes.grating.frequencies(64).unwrap(),
+            vec![2.0, 4.0, 8.0, 16.0]
+        );
         assert_eq!(grating.probes.seed, 7);
     }
 

@@ -134,7 +134,11 @@ pub(super) async fn register(
 
 /// `{"worker_id": …, "name": …, "models": […]}`, written whole (a temporary file renamed), so
 /// a reader never sees half of it.
-async fn write_ready_file(path: &Path, worker_id: i64, registration: &RegisterWorkerRequest) -> Result<()> {
+async fn write_ready_file(
+    path: &Path,
+    worker_id: i64,
+    registration: &RegisterWorkerRequest,
+) -> Result<()> {
     let body = serde_json::json!({
         "worker_id": worker_id,
         "name": registration.name,
@@ -145,7 +149,9 @@ async fn write_ready_file(path: &Path, worker_id: i64, registration: &RegisterWo
         tokio::fs::write(&tmp, format!("{body}\n")).await?;
         tokio::fs::rename(&tmp, path).await
     };
-    write.await.map_err(DaemonError::io("cannot write --ready-file", path))
+    write
+        .await
+        .map_err(DaemonError::io("cannot write --ready-file", path))
 }
 
 /// The built-in models this worker has weights for, described for the registry.

@@ -1,17 +1,17 @@
 //! What a finished job reports: its numbers, tuning points, derived values and files, in the
 //! format docs/results.md specifies (the contract readers of `vephys results` rely on).
 
+use crate::image_io::{from_rgb8, png_bytes};
+use crate::probes::ProbeResult;
+use crate::provenance::Provenance;
+use crate::synthesis::{Status, SynthOutcome};
+use crate::WorkerError;
 use image::ImageFormat;
 use serde_json::{json, Value};
 use tch::Tensor;
 use vephys_proto::derived::{Derived, SynthesisDerived};
 use vephys_proto::params::Probe;
 use vephys_proto::v1::TuningPoint;
-use crate::image_io::{from_rgb8, png_bytes};
-use crate::probes::ProbeResult;
-use crate::provenance::Provenance;
-use crate::synthesis::{Status, SynthOutcome};
-use crate::WorkerError;
 
 use super::params::Params;
 
@@ -90,8 +90,7 @@ pub fn read_png(bytes: &[u8], size: i64) -> Result<image::RgbImage, String> {
     limits.max_image_width = Some(side);
     limits.max_image_height = Some(side);
     limits.max_alloc = Some(u64::from(side) * u64::from(side) * 8);
-    let mut reader =
-        image::ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Png);
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Png);
     reader.limits(limits);
     let img = reader
         .decode()

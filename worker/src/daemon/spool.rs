@@ -33,7 +33,8 @@ impl Spool {
         let dir = dir.to_path_buf();
         let spool = Spool { dir: dir.clone() };
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(DaemonError::io("cannot create --spool-dir", &dir))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(DaemonError::io("cannot create --spool-dir", &dir))?;
             clean(&dir);
             Ok::<_, DaemonError>(())
         })
@@ -65,7 +66,10 @@ impl Spool {
         })
         .await
         .expect("the spool task does not panic")
-        .map_err(DaemonError::io("cannot write the completion spool file", &path))?;
+        .map_err(DaemonError::io(
+            "cannot write the completion spool file",
+            &path,
+        ))?;
         Ok(path)
     }
 
@@ -133,7 +137,9 @@ fn clean(dir: &Path) {
         if leftover {
             match std::fs::remove_file(&path) {
                 Ok(()) => tracing::info!(path = %path.display(), "spool leftover removed"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a spool leftover"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a spool leftover")
+                }
             }
         }
     }
@@ -171,11 +177,15 @@ mod tests {
             .write(true)
             .open(dir.path().join("junk.corrupt"))
             .unwrap();
-        old.set_modified(SystemTime::now() - 2 * KEEP_CORRUPT).unwrap();
+        old.set_modified(SystemTime::now() - 2 * KEEP_CORRUPT)
+            .unwrap();
         std::fs::write(dir.path().join("new.corrupt"), b"x").unwrap();
         Spool::open(dir.path()).await.unwrap();
         assert!(!dir.path().join("complete-1-1.tmp").exists());
         assert!(!dir.path().join("junk.corrupt").exists());
-        assert!(dir.path().join("new.corrupt").exists(), "a fresh one is kept to look at");
+        assert!(
+            dir.path().join("new.corrupt").exists(),
+            "a fresh one is kept to look at"
+        );
     }
 }

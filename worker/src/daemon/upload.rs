@@ -81,7 +81,10 @@ impl Worker {
             });
         }
         // the job's parameters with the precision that ran (an `auto` job says which)
-        let params_json = f.params_json.clone().unwrap_or_else(|| job.params_json.clone());
+        let params_json = f
+            .params_json
+            .clone()
+            .unwrap_or_else(|| job.params_json.clone());
         let provenance = Provenance {
             weights_sha256: weights_sha.to_string(),
             params_hash: sha256_hex(params_json.as_bytes()),

@@ -152,7 +152,10 @@ impl Weights {
         let cached = self
             .cache
             .join(format!("{sha256_lower}.{}", kind.extension()));
-        if tokio::fs::metadata(&cached).await.is_ok_and(|m| m.is_file()) {
+        if tokio::fs::metadata(&cached)
+            .await
+            .is_ok_and(|m| m.is_file())
+        {
             // the name says which weights the file should hold; a file damaged since it was
             // fetched (a full disk, a stray write) is fetched again rather than used
             match self.sha256(&cached).await {
@@ -190,7 +193,13 @@ impl Weights {
     }
 
     /// Downloads `uri` from this worker's store into `cached`, checking it holds `sha256`.
-    async fn fetch(&mut self, model: &str, uri: &str, sha256: &str, cached: &Path) -> Result<(), JobError> {
+    async fn fetch(
+        &mut self,
+        model: &str,
+        uri: &str,
+        sha256: &str,
+        cached: &Path,
+    ) -> Result<(), JobError> {
         tokio::fs::create_dir_all(&self.cache).await.map_err(|e| {
             unavailable(format!(
                 "cannot keep fetched weights in {}: {e}",
@@ -201,7 +210,9 @@ impl Weights {
         let stored = match self.objects.download(uri, &part, MAX_WEIGHTS_BYTES).await {
             Ok(stored) => stored,
             Err(e) if e.is_unavailable() => {
-                return Err(unavailable(format!("cannot fetch the weights of {model}: {e}")))
+                return Err(unavailable(format!(
+                    "cannot fetch the weights of {model}: {e}"
+                )))
             }
             Err(vephys_objects::ObjectsError::Local { path, source }) => {
                 return Err(unavailable(format!(
@@ -233,7 +244,8 @@ impl Weights {
             ))
         })?;
         tracing::info!(model, uri, sha256, "weights fetched from the store");
-        self.hashed.insert(cached.to_path_buf(), stored.sha256.to_lowercase());
+        self.hashed
+            .insert(cached.to_path_buf(), stored.sha256.to_lowercase());
         Ok(())
     }
 }
@@ -268,21 +280,34 @@ mod tests {
         );
 
         let wrong_sha = "0".repeat(64);
-        let err = w.resolve("m", kind, &wrong_sha, &stored.uri).await.unwrap_err();
+        let err = w
+            .resolve("m", kind, &wrong_sha, &stored.uri)
+            .await
+            .unwrap_err();
         assert!(
             err.how == Failure::Permanent && err.message.contains("sha256 differs"),
             "{}",
             err.message
         );
-        assert!(!err.message.contains(&stored.sha256), "no file hash in errors: {}", err.message);
+        assert!(
+            !err.message.contains(&stored.sha256),
+            "no file hash in errors: {}",
+            err.message
+        );
 
-        let (path, _) = w.resolve("m", kind, &stored.sha256, &stored.uri).await.unwrap();
+        let (path, _) = w
+            .resolve("m", kind, &stored.sha256, &stored.uri)
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // cached now: found without the store
         let kept = dir.path().join("kept");
         std::fs::rename(dir.path().join("store"), &kept).unwrap();
         assert_eq!(
-            w.resolve("m", kind, &stored.sha256, &stored.uri).await.unwrap().0,
+            w.resolve("m", kind, &stored.sha256, &stored.uri)
+                .await
+                .unwrap()
+                .0,
             path
         );
 
@@ -297,7 +322,10 @@ mod tests {
         assert!(err.message.contains(&stored.uri), "{}", err.message);
         assert!(!path.exists(), "the damaged file is gone");
         std::fs::rename(&kept, dir.path().join("store")).unwrap();
-        let (again, _) = w.resolve("m", kind, &stored.sha256, &stored.uri).await.unwrap();
+        let (again, _) = w
+            .resolve("m", kind, &stored.sha256, &stored.uri)
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(&again).unwrap(), bytes);
     }
 
@@ -314,7 +342,10 @@ mod tests {
         let secret = dir.path().join("secret");
         std::fs::write(&secret, b"secret").unwrap();
         let mut w = Weights::new(&dir.path().join("none"), &dir.path().join("cache"), store);
-        for uri in ["file:///dev/zero".to_string(), format!("file://{}", secret.display())] {
+        for uri in [
+            "file:///dev/zero".to_string(),
+            format!("file://{}", secret.display()),
+        ] {
             let err = w
                 .resolve("m", Kind::Safetensors, &sha256_hex(b"secret"), &uri)
                 .await
@@ -346,6 +377,10 @@ mod tests {
         // other weights here and no uri: given back, naming the file but not its hash
         let err = w.resolve("m", kind, &"1".repeat(64), "").await.unwrap_err();
         assert_eq!(err.how, Failure::Released);
-        assert!(err.message.contains("holds other weights") && !err.message.contains(&sha), "{}", err.message);
+        assert!(
+            err.message.contains("holds other weights") && !err.message.contains(&sha),
+            "{}",
+            err.message
+        );
     }
 }

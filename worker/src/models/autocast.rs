@@ -113,7 +113,10 @@ mod tests {
                 let _inner = Autocast::bf16(Device::Cpu).unwrap();
                 assert!(bf16_enabled(Device::Cpu));
             }
-            assert!(bf16_enabled(Device::Cpu), "an inner guard leaves the outer one's state");
+            assert!(
+                bf16_enabled(Device::Cpu),
+                "an inner guard leaves the outer one's state"
+            );
             let y = x.conv2d(&w, None::<Tensor>, [1], [1], [1], 1);
             assert_eq!(y.kind(), Kind::BFloat16);
             // elementwise ops follow their input

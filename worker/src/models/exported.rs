@@ -30,7 +30,11 @@ impl Exported {
     /// Loads the archive at `path` described by `manifest` onto `device`; returns it with the
     /// archive's sha256. Refuses an archive whose sha256 is not the manifest's, and one exported
     /// with another torch release than this worker's libtorch.
-    pub(super) fn load(manifest: Manifest, path: &Path, device: Device) -> Result<(Exported, String)> {
+    pub(super) fn load(
+        manifest: Manifest,
+        path: &Path,
+        device: Device,
+    ) -> Result<(Exported, String)> {
         let fail = |reason: String| WorkerError::Model {
             model: manifest.model.clone(),
             reason,
@@ -44,8 +48,10 @@ impl Exported {
                  torch {running} (the venv scripts/setup.sh makes)"
             )));
         }
-        let bytes = std::fs::read(path)
-            .map_err(WorkerError::io(format!("read the archive {}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(WorkerError::io(format!(
+            "read the archive {}",
+            path.display()
+        )))?;
         let sha256 = crate::weights::sha256_bytes(&bytes);
         if !sha256.eq_ignore_ascii_case(&manifest.weights_sha256) {
             return Err(fail(format!(

@@ -48,7 +48,6 @@ impl Framing {
     }
 }
 
-
 /// The framing of pixel-space images `x` through `stages`, when every stage says how it reads
 /// its input and the images are worth framing (`surround`).
 pub(super) fn framing(stages: &[Stage], x: &Tensor) -> Result<Option<Framing>> {
@@ -168,7 +167,6 @@ pub(super) fn reach(l: Locality, size: i64, (lo, hi): (i64, i64)) -> Option<[(i6
 pub(super) fn ceil_div(a: i64, b: i64) -> i64 {
     -(-a).div_euclid(b)
 }
-
 
 /// Smallest batch worth framing: a first call (a new colour, size or layer) pays one image's
 /// forward pass for the background's maps, which later calls reuse (`Network::background`).

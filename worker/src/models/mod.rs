@@ -198,7 +198,13 @@ impl Network {
         let stages = build(&vs.root());
         // Weights are never trained here: no weight gradients, only gradients w.r.t. the image.
         vs.freeze();
-        Network::new(name, input, Body::Staged(Staged::new(vs, stages)), device, None)
+        Network::new(
+            name,
+            input,
+            Body::Staged(Staged::new(vs, stages)),
+            device,
+            None,
+        )
     }
 
     /// Loads an exported model: the archive at `archive`, described by `manifest` (the
@@ -208,7 +214,13 @@ impl Network {
         let name = manifest.model.clone();
         let input = InputNorm::from(manifest.normalization);
         let (exported, sha256) = Exported::load(manifest, archive, device)?;
-        Ok(Network::new(&name, input, Body::Exported(exported), device, Some(sha256)))
+        Ok(Network::new(
+            &name,
+            input,
+            Body::Exported(exported),
+            device,
+            Some(sha256),
+        ))
     }
 
     /// Loads the exported model in `dir` (`model.json` and its archive, as `vephys-export`
@@ -249,7 +261,10 @@ impl Network {
         let Body::Staged(staged) = &mut self.body else {
             return Err(WorkerError::bad(
                 "--weights",
-                format!("{} is an exported model: its weights are in its archive", self.name),
+                format!(
+                    "{} is an exported model: its weights are in its archive",
+                    self.name
+                ),
             ));
         };
         let sha = weights::load(&mut staged.vs, path, &self.name)?;
@@ -359,7 +374,10 @@ impl Network {
             Precision::Bf16 => Autocast::bf16(self.device).map(Some).ok_or_else(|| {
                 WorkerError::bad(
                     "--precision",
-                    format!("bf16 runs on CPUs and CUDA devices, not {:?}; use fp32", self.device),
+                    format!(
+                        "bf16 runs on CPUs and CUDA devices, not {:?}; use fp32",
+                        self.device
+                    ),
                 )
             }),
         }
@@ -420,9 +438,17 @@ impl Network {
         })
     }
 
-    fn channels_of(&self, x: &Tensor, index: usize, filters: &[i64], precision: Precision) -> Result<Tensor> {
+    fn channels_of(
+        &self,
+        x: &Tensor,
+        index: usize,
+        filters: &[i64],
+        precision: Precision,
+    ) -> Result<Tensor> {
         let exported = match &self.body {
-            Body::Staged(s) => return s.forward_to_channels(&self.input, x, index, filters, precision),
+            Body::Staged(s) => {
+                return s.forward_to_channels(&self.input, x, index, filters, precision)
+            }
             Body::Exported(e) => e,
         };
         let _no_grad = tch::no_grad_guard();
@@ -430,8 +456,14 @@ impl Network {
         let (n, step) = (x.size()[0], sub_batch(x));
         let mut parts = Vec::with_capacity(((n + step - 1) / step) as usize);
         for start in (0..n).step_by(step as usize) {
-            let part = self.input.apply_for_eval(&x.f_narrow(0, start, step.min(n - start))?)?;
-            parts.push(exported.forward_to(&part, index)?.f_index_select(1, &channels)?);
+            let part = self
+                .input
+                .apply_for_eval(&x.f_narrow(0, start, step.min(n - start))?)?;
+            parts.push(
+                exported
+                    .forward_to(&part, index)?
+                    .f_index_select(1, &channels)?,
+            );
         }
         Ok(match parts.len() {
             1 => parts.remove(0),
@@ -456,10 +488,12 @@ impl Network {
             return Ok(shapes.clone());
         }
         let shapes = match &self.body {
-            Body::Staged(s) => match Tensor::f_zeros([1, 3, size, size], (Kind::Float, self.device)) {
-                Ok(zeros) => s.probe_shapes(zeros),
-                Err(_) => Vec::new(),
-            },
+            Body::Staged(s) => {
+                match Tensor::f_zeros([1, 3, size, size], (Kind::Float, self.device)) {
+                    Ok(zeros) => s.probe_shapes(zeros),
+                    Err(_) => Vec::new(),
+                }
+            }
             Body::Exported(e) => match e.manifest.check_size(size) {
                 Ok(()) => (0..e.layer_count())
                     .map(|i| e.shape(i, size, self.device))
@@ -533,7 +567,6 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     })
 }
 
-
 /// Images per forward pass on the CPU (see `forward_to_channels`); other devices take the
 /// whole batch at once. Measured on a 2-core CPU with a 32 MB cache: 24 stimuli through
 /// VGG-19 to block3_pool and EfficientNet-Lite0 to blocks.4 took 2.8 s and 0.12 s at 2 per
@@ -548,7 +581,6 @@ fn sub_batch(h: &Tensor) -> i64 {
         _ => n,
     }
 }
-
 
 /// The same [N, C, H, W] tensor stored channels-last (NHWC strides), which libtorch's CPU
 /// convolutions keep from layer to layer.

@@ -276,7 +276,6 @@ impl Narrowed<'_> {
     }
 }
 
-
 /// A framing background's maps (`Staged::background`) and what they were made for.
 struct Background {
     key: BackgroundKey,
@@ -294,12 +293,13 @@ struct BackgroundKey {
     precision: Precision,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::efficientnet_lite::{conv_bn, MbConv};
     use super::super::framing::{localities, reach, surround};
-    use super::super::ops::{self, Activation, Chain, Conv2d, ConvConfig, Locality, MaxPool, Padding};
+    use super::super::ops::{
+        self, Activation, Chain, Conv2d, ConvConfig, Locality, MaxPool, Padding,
+    };
     use super::super::{Network, CPU_SUB_BATCH};
     use super::*;
     use rand::SeedableRng;
@@ -429,7 +429,9 @@ mod tests {
     /// How many stages `forward_to_channels` frames on images `x` through layer `last` of
     /// `net`, and what follows them.
     fn plan_of(net: &Network, x: &Tensor, last: usize) -> (usize, End) {
-        let f = framing(&net.staged().stages[..=last], x).unwrap().expect("framed");
+        let f = framing(&net.staged().stages[..=last], x)
+            .unwrap()
+            .expect("framed");
         (f.steps.len(), f.end)
     }
 
@@ -672,7 +674,10 @@ mod tests {
         let head = net.layer_index("head").unwrap();
         let reads = localities(&net.staged().stages[..=head], 224, 224).unwrap();
         assert_eq!(reads[head][0].outputs, 7);
-        assert!(localities(&net.staged().stages, 224, 224).is_none(), "logits pool");
+        assert!(
+            localities(&net.staged().stages, 224, 224).is_none(),
+            "logits pool"
+        );
         // the probes' aperture: stem ... blocks.3 framed; blocks.4 reads all of its input, so
         // the background's maps are needed only that far
         let aperture = patched(4, 224, (34, 191), (34, 191));
@@ -702,13 +707,24 @@ mod tests {
     fn framed_bf16_forward_equals_the_whole_bf16_forward() {
         let lite = net(efficientnet_like);
         let head = lite.layer_index("head").unwrap();
-        let cases: [(Network, usize, i64, &[i64]); 2] = [(net(vgg_like), 7, 30, &[4, 0, 5]), (lite, head, 160, &[3, 0, 7])];
+        let cases: [(Network, usize, i64, &[i64]); 2] = [
+            (net(vgg_like), 7, 30, &[4, 0, 5]),
+            (lite, head, 160, &[3, 0, 7]),
+        ];
         for (net, layer, size, filters) in cases {
             let x = patched(5, size, (4, 17), (9, 20));
-            assert!(framing(&net.staged().stages[..=layer], &x).unwrap().is_some_and(|f| !f.steps.is_empty()));
+            assert!(framing(&net.staged().stages[..=layer], &x)
+                .unwrap()
+                .is_some_and(|f| !f.steps.is_empty()));
             let index = Tensor::from_slice(filters);
-            let whole = tch::no_grad(|| net.forward_to_in(&x, layer, Precision::Bf16).unwrap().index_select(1, &index));
-            let framed = net.forward_to_channels_in(&x, layer, filters, Precision::Bf16).unwrap();
+            let whole = tch::no_grad(|| {
+                net.forward_to_in(&x, layer, Precision::Bf16)
+                    .unwrap()
+                    .index_select(1, &index)
+            });
+            let framed = net
+                .forward_to_channels_in(&x, layer, filters, Precision::Bf16)
+                .unwrap();
             assert_eq!(framed.kind(), Kind::Float);
             let scale = whole.abs().max().double_value(&[]);
             let err = (&framed - &whole).abs().max().double_value(&[]) / scale;
@@ -717,7 +733,10 @@ mod tests {
             let exact = tch::no_grad(|| net.forward_to(&x, layer).unwrap().index_select(1, &index));
             let err = (&framed - &exact).abs().max().double_value(&[]) / scale;
             // measured 0.8% (VGG-like) and 1.4% (EfficientNet-like)
-            assert!(err > 0.0 && err < 0.04, "layer {layer}: framed bf16 vs fp32 {err}");
+            assert!(
+                err > 0.0 && err < 0.04,
+                "layer {layer}: framed bf16 vs fp32 {err}"
+            );
             // the same colour in fp32 right after: its own background, exact
             assert_same_at(&net, &x, layer, filters, "fp32 after bf16");
         }

@@ -9,7 +9,9 @@ use vephys_proto::params::Probe;
 use vephys_proto::v1::TuningPoint;
 
 use super::measure::{Both, Responses};
-use super::{baseline, color, grating, hue, rotation, zoom, Curve, MaxImage, ProbeParams, ProbeResult};
+use super::{
+    baseline, color, grating, hue, rotation, zoom, Curve, MaxImage, ProbeParams, ProbeResult,
+};
 use crate::error::{Result, WorkerError};
 use crate::models::Network;
 
@@ -98,7 +100,10 @@ pub fn run(
         ),
         (probe, _) => Err(WorkerError::bad(
             "--probe",
-            format!("{probe} does not run on this input: it needs {:?}", needs(probe)),
+            format!(
+                "{probe} does not run on this input: it needs {:?}",
+                needs(probe)
+            ),
         )),
     }
 }
@@ -119,9 +124,11 @@ impl ProbeResult {
     /// the unit's max and mean activity.
     pub fn points(&self) -> Vec<TuningPoint> {
         match self {
-            ProbeResult::Baseline(b) => {
-                labelled("baseline", &baseline::STIMULI.map(String::from), &b.responses)
-            }
+            ProbeResult::Baseline(b) => labelled(
+                "baseline",
+                &baseline::STIMULI.map(String::from),
+                &b.responses,
+            ),
             ProbeResult::Zoom(z) => points("zoom", &z.curve),
             ProbeResult::Rotation(r) => points("rotation", &r.curve),
             ProbeResult::Color(c) => labelled("color", &color::labels(), &c.responses),
@@ -137,9 +144,11 @@ impl ProbeResult {
     /// The numbers derived from the responses (docs/science.md), typed as the contract says.
     pub fn derived(&self) -> Derived {
         match self {
-            ProbeResult::Baseline(b) => Derived::Baseline(both(&b.colour_selectivity_index, |csi| {
-                BaselineNumbers { csi: *csi }
-            })),
+            ProbeResult::Baseline(b) => {
+                Derived::Baseline(both(&b.colour_selectivity_index, |csi| BaselineNumbers {
+                    csi: *csi,
+                }))
+            }
             ProbeResult::Zoom(z) => Derived::Curve(both(&z.curve.tuning, |t| CurveNumbers {
                 tuning: t.clone(),
                 circular_variance: None,
@@ -147,7 +156,11 @@ impl ProbeResult {
             ProbeResult::Rotation(r) => {
                 let pick = |max: bool| {
                     let get = |b: &Both<Option<f64>>| if max { b.max } else { b.mean };
-                    let tuning = if max { &r.curve.tuning.max } else { &r.curve.tuning.mean };
+                    let tuning = if max {
+                        &r.curve.tuning.max
+                    } else {
+                        &r.curve.tuning.mean
+                    };
                     RotationNumbers {
                         tuning: tuning.clone(),
                         circular_variance: get(&r.orientation_circular_variance),
@@ -163,9 +176,16 @@ impl ProbeResult {
             ProbeResult::Color(c) => {
                 let pick = |max: bool| {
                     let side = |b: &Both<[Option<f64>; 3]>| if max { b.max } else { b.mean };
-                    let preferred = if max { c.preferred_channel.max } else { c.preferred_channel.mean };
+                    let preferred = if max {
+                        c.preferred_channel.max
+                    } else {
+                        c.preferred_channel.mean
+                    };
                     let equal = side(&c.channel_selectivity_equal);
-                    let index = color::CHANNELS.iter().position(|n| *n == preferred).unwrap_or(0);
+                    let index = color::CHANNELS
+                        .iter()
+                        .position(|n| *n == preferred)
+                        .unwrap_or(0);
                     ColorNumbers {
                         preferred_channel: preferred.to_string(),
                         channel_selectivity: side(&c.channel_selectivity),
@@ -180,7 +200,13 @@ impl ProbeResult {
             }
             ProbeResult::Grating(g) => {
                 let pick = |max: bool| {
-                    let t = |c: &Curve| if max { c.tuning.max.clone() } else { c.tuning.mean.clone() };
+                    let t = |c: &Curve| {
+                        if max {
+                            c.tuning.max.clone()
+                        } else {
+                            c.tuning.mean.clone()
+                        }
+                    };
                     let cv = &g.orientation_circular_variance;
                     GratingNumbers {
                         orientation: t(&g.orientation),
@@ -209,7 +235,8 @@ impl ProbeResult {
     /// The highest max and mean activity over the probe's stimuli: a job's headline numbers.
     pub fn peak(&self) -> (f64, f64) {
         let points = self.points();
-        let top = |f: fn(&TuningPoint) -> f64| points.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+        let top =
+            |f: fn(&TuningPoint) -> f64| points.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
         (top(|p| p.max_act), top(|p| p.mean_act))
     }
 }

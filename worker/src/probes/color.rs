@@ -88,7 +88,9 @@ pub fn run(
             let gray = grayscale(&image.f_unsqueeze(0)?)?.f_squeeze_dim(0)?;
             stimuli.push(Stimulus::Image(gray));
             let own = image.f_select(0, c as i64)?.f_unsqueeze(0)?;
-            equal.push(Stimulus::Image(own.f_expand([3, -1, -1], false)?.f_contiguous()?));
+            equal.push(Stimulus::Image(
+                own.f_expand([3, -1, -1], false)?.f_contiguous()?,
+            ));
         }
         stimuli.extend(equal);
         let r = measure_stimuli(net, layer, filter, stimuli, params.eval())?;

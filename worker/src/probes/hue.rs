@@ -30,9 +30,7 @@ pub fn run(
 ) -> Result<Vec<Hue>> {
     let n = params.hue.steps as usize;
     let colours = hue_colours(n);
-    let hues: Vec<f64> = (0..n)
-        .map(|k| 360.0 * k as f64 / n as f64)
-        .collect();
+    let hues: Vec<f64> = (0..n).map(|k| 360.0 * k as f64 / n as f64).collect();
     let stimuli = uniform(&colours, size, net.device())?;
     let responses = measure(net, layer, &stimuli, filters, params.eval())?;
     Ok(responses

@@ -22,11 +22,11 @@ pub mod zoom;
 use serde::Serialize;
 use tch::Tensor;
 
-pub use measure::{measure, measure_stimuli, Both, Eval, Response, Responses, Stimulus};
 pub use battery::{needs, run, Input, Needs, PROBES};
+pub use measure::{measure, measure_stimuli, Both, Eval, Response, Responses, Stimulus};
 pub use params::{parse_values, ProbeParams, ZoomFill};
-pub use vephys_proto::params::Probe;
 use tuning::{Axis, Tuning};
+pub use vephys_proto::params::Probe;
 
 use crate::device::Precision;
 use crate::synthesis::SynthOutcome;

@@ -240,16 +240,24 @@ mod tests {
     #[test]
     fn a_four_fold_unit_reads_as_four_fold_symmetric() {
         let a = angles(24);
-        let four: Vec<f64> = a.iter().map(|x| 1.0 + (4.0 * x.to_radians()).cos()).collect();
+        let four: Vec<f64> = a
+            .iter()
+            .map(|x| 1.0 + (4.0 * x.to_radians()).cos())
+            .collect();
         assert!(circular_variance(&a, &four, 2.0).unwrap() > 0.99);
         assert_eq!(symmetry_period(&a, &four), Some(90.0));
-        assert!(symmetry_strength(&a, &four).unwrap() > 0.49, "1 + cos 4t: strength 1/2");
+        assert!(
+            symmetry_strength(&a, &four).unwrap() > 0.49,
+            "1 + cos 4t: strength 1/2"
+        );
         let peaks: Vec<f64> = a
             .iter()
             .map(|x| f64::from((x % 90.0).abs() < 1e-9))
             .collect();
         assert!(symmetry_strength(&a, &peaks).unwrap() > 0.99);
-        let noisy: Vec<f64> = (0..24).map(|k| 1.0 + 0.01 * ((k * 7919) % 13) as f64).collect();
+        let noisy: Vec<f64> = (0..24)
+            .map(|k| 1.0 + 0.01 * ((k * 7919) % 13) as f64)
+            .collect();
         let weak = symmetry_strength(&a, &noisy).unwrap_or(0.0);
         assert!(weak < 0.05, "{weak}");
     }

@@ -139,9 +139,14 @@ impl PyTorch {
         let mut command = Command::new(&self.python);
         command.arg(&self.script);
         match &case.source {
-            Source::Weights(weights) => command.args([&case.model, &case.reference_layer]).arg(weights),
+            Source::Weights(weights) => command
+                .args([&case.model, &case.reference_layer])
+                .arg(weights),
             Source::Random => command.args([&case.model, &case.reference_layer, "random"]),
-            Source::Export(dir) => command.arg("--export-dir").arg(dir).arg(&case.reference_layer),
+            Source::Export(dir) => command
+                .arg("--export-dir")
+                .arg(dir)
+                .arg(&case.reference_layer),
         };
         command.args([
             &case.size.to_string(),
@@ -153,14 +158,20 @@ impl PyTorch {
         ]);
         let fail = |reason: String| WorkerError::Model {
             model: case.model.clone(),
-            reason: format!("the PyTorch loop ({} {}) failed: {reason}", self.python, self.script.display()),
+            reason: format!(
+                "the PyTorch loop ({} {}) failed: {reason}",
+                self.python,
+                self.script.display()
+            ),
         };
         let out = command.output().map_err(|e| fail(e.to_string()))?;
         if !out.status.success() {
-            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+            return Err(fail(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
         }
-        let doc: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("its output is not JSON: {e}")))?;
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| fail(format!("its output is not JSON: {e}")))?;
         doc["image_steps_per_s"]
             .as_f64()
             .ok_or_else(|| fail("no image_steps_per_s in its output".into()))
@@ -263,9 +274,15 @@ pub fn best_photo_activity(
 /// The photos of a directory (png, jpg), sorted.
 pub fn photos_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(WorkerError::io(format!("read the photos in {}", dir.display())))?
+        .map_err(WorkerError::io(format!(
+            "read the photos in {}",
+            dir.display()
+        )))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "png" || e == "jpg" || e == "jpeg"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "png" || e == "jpg" || e == "jpeg")
+        })
         .collect();
     photos.sort();
     Ok(photos)
@@ -359,7 +376,16 @@ pub fn wait_for_idle(max: Duration) -> bool {
 pub fn run(config: &Config) -> Result<Vec<Row>> {
     println!(
         "{:<40} {:>4} {:>5} {:>5} {:>5} {:>13} {:>9} {:>9} {:>9} {:>6}",
-        "model/layer", "px", "batch", "steps", "prec", "layout", "ms/img-st", "vephys/s", "torch/s", "ratio"
+        "model/layer",
+        "px",
+        "batch",
+        "steps",
+        "prec",
+        "layout",
+        "ms/img-st",
+        "vephys/s",
+        "torch/s",
+        "ratio"
     );
     let mut rows = Vec::new();
     for case in &config.cases {
@@ -382,12 +408,26 @@ pub fn run(config: &Config) -> Result<Vec<Row>> {
                     if config.wait_for_idle {
                         wait_for_idle(Duration::from_secs(60));
                     }
-                    ours[i].push(vephys_rate(&net, &case.layer, case.size, batch, steps, precision)?);
+                    ours[i].push(vephys_rate(
+                        &net,
+                        &case.layer,
+                        case.size,
+                        batch,
+                        steps,
+                        precision,
+                    )?);
                     if let Some(py) = &config.pytorch {
                         if config.wait_for_idle {
                             wait_for_idle(Duration::from_secs(60));
                         }
-                        theirs[i].push(py.rate(case, config.device, batch, steps, precision, format)?);
+                        theirs[i].push(py.rate(
+                            case,
+                            config.device,
+                            batch,
+                            steps,
+                            precision,
+                            format,
+                        )?);
                     }
                 }
             }
@@ -405,7 +445,8 @@ pub fn run(config: &Config) -> Result<Vec<Row>> {
                     pytorch: (!theirs[i].is_empty()).then(|| median(&theirs[i])),
                     pytorch_rounds: theirs[i].clone(),
                     ratio: (!theirs[i].is_empty()).then(|| {
-                        let ratios: Vec<f64> = ours[i].iter().zip(&theirs[i]).map(|(a, b)| a / b).collect();
+                        let ratios: Vec<f64> =
+                            ours[i].iter().zip(&theirs[i]).map(|(a, b)| a / b).collect();
                         median(&ratios)
                     }),
                 };

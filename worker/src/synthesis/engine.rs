@@ -163,7 +163,8 @@ pub fn synthesize_pass(
                 for &i in &retry {
                     starts[i] += 1;
                 }
-                let fresh = start_images(filters, params, &center_values, &starts)?.to_device(device);
+                let fresh =
+                    start_images(filters, params, &center_values, &starts)?.to_device(device);
                 // the silent images' new starts (the others' are unchanged: same seed)
                 x = fresh.f_where_self(&zero.f_view([n, 1, 1, 1])?, &x)?;
                 continue;
