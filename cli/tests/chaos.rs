@@ -252,10 +252,7 @@ async fn a_campaign_survives_every_routine_fault_of_a_cluster() {
         logs()
     );
     // one result per job, each from the job's last attempt
-    assert_eq!(
-        query_i64(&mut db, "SELECT COUNT(*) FROM results").await,
-        48
-    );
+    assert_eq!(query_i64(&mut db, "SELECT COUNT(*) FROM results").await, 48);
     assert_eq!(
         query_i64(&mut db, "SELECT COUNT(DISTINCT job_id) FROM results").await,
         48

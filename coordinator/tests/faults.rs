@@ -186,7 +186,7 @@ async fn only_the_worker_holding_a_lease_may_write_its_job(backend: Backend, nam
         ..Default::default()
     };
     let err = s
-        .fail(w2, &[failure.clone()], s.now_ms())
+        .fail(w2, std::slice::from_ref(&failure), s.now_ms())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotLessee { .. }), "{err}");

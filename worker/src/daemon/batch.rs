@@ -152,7 +152,7 @@ impl Worker {
                 .find(|j| j.job_id == f.job_id)
                 .expect("results are of leased jobs");
             match self.upload(job, &weights_sha, f, &dropped).await {
-                Uploaded::Done(c) => completions.push(c),
+                Uploaded::Done(c) => completions.push(*c),
                 Uploaded::Dropped => tracing::warn!(
                     job = job.job_id,
                     "lease lost or campaign cancelled; result dropped"

@@ -18,8 +18,9 @@ pub enum DaemonError {
     Store {
         url: String,
         hint: &'static str,
+        // boxed: the store's error is large, and every daemon Result carries this type
         #[source]
-        source: ObjectsError,
+        source: Box<ObjectsError>,
     },
 
     #[error("the coordinator at {url} refused this worker's token ({message}); pass its --worker-token value as --token or VEPHYS_WORKER_TOKEN")]

@@ -99,7 +99,7 @@ async fn open_store(config: &Config) -> Result<Objects> {
         .map_err(|source| DaemonError::Store {
             url: objects.url().to_string(),
             hint,
-            source,
+            source: Box::new(source),
         })?;
     Ok(objects)
 }

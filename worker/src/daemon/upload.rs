@@ -23,8 +23,8 @@ pub const PATIENCE: Duration = Duration::from_secs(15 * 60);
 
 /// What became of a job's upload.
 pub(super) enum Uploaded {
-    /// Stored: the completion to send.
-    Done(JobCompletion),
+    /// Stored: the completion to send (boxed: it dwarfs the other outcomes).
+    Done(Box<JobCompletion>),
     /// The job was lost or cancelled meanwhile (or the worker told to release its batch):
     /// nothing to send.
     Dropped,
@@ -96,7 +96,7 @@ impl Worker {
             worker: self.name.clone(),
             duration_ms: (f.seconds * 1000.0).round() as i64,
         };
-        Uploaded::Done(JobCompletion {
+        Uploaded::Done(Box::new(JobCompletion {
             job_id: job.job_id,
             token: job.token,
             result: Some(JobOutcome {
@@ -108,6 +108,6 @@ impl Worker {
             }),
             points: f.points,
             artifacts,
-        })
+        }))
     }
 }

@@ -168,6 +168,8 @@ pub struct Network {
     shapes: Mutex<HashMap<i64, Vec<LayerShape>>>,
 }
 
+// one per loaded network: the size of the smaller variant does not matter
+#[allow(clippy::large_enum_variant)]
 enum Body {
     Staged(Staged),
     Exported(Exported),

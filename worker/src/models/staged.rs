@@ -303,7 +303,6 @@ mod tests {
     use super::super::{Network, CPU_SUB_BATCH};
     use super::*;
     use rand::SeedableRng;
-    use rand_distr::Distribution;
 
     const VGG_NORM: InputNorm = InputNorm::MeanStd {
         mean: [0.485, 0.456, 0.406],
