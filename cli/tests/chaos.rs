@@ -23,8 +23,7 @@ mod e2e;
 use std::time::{Duration, Instant};
 
 use e2e::cluster::{
-    artifacts_are_whole, env, query_i64, register_model_from_s3, start_cluster, until_finished,
-    var, OPEN_JOBS,
+    artifacts_are_whole, env, query_i64, register_model_from_s3, start_cluster, var, OPEN_JOBS,
 };
 use e2e::{free_port, text};
 use sqlx::{Connection, PgConnection};
@@ -224,21 +223,9 @@ async fn a_campaign_survives_every_routine_fault_of_a_cluster() {
     }
 
     let logs = || cluster.logs(&names);
-    assert!(
-        until_finished(&mut db, Duration::from_secs(900)).await,
-        "the campaign did not finish; logs:\n{}",
-        logs()
-    );
-    assert_eq!(
-        query_i64(
-            &mut db,
-            "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'"
-        )
-        .await,
-        48,
-        "{}",
-        logs()
-    );
+    cluster
+        .all_succeed(&mut db, 48, Duration::from_secs(900), &names)
+        .await;
     // nothing was charged for an infrastructure fault: the only attempts that did not succeed
     // are expired leases (the killed and the paused worker's) and released ones
     assert_eq!(

@@ -9,9 +9,7 @@ mod e2e;
 
 use std::time::Duration;
 
-use e2e::cluster::{
-    artifacts_are_whole, env, query_i64, register_model_from_s3, start_cluster, until_finished,
-};
+use e2e::cluster::{artifacts_are_whole, env, query_i64, register_model_from_s3, start_cluster};
 use e2e::{free_port, text, Proc};
 use sqlx::{Connection, PgConnection, Row};
 
@@ -79,22 +77,10 @@ async fn a_campaign_survives_a_killed_and_a_paused_worker() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     w2.signal(libc::SIGCONT);
 
-    let logs = || cluster.logs(&["w1", "w2", "w3", "coordinator"]);
-    assert!(
-        until_finished(&mut db, Duration::from_secs(900)).await,
-        "the campaign did not finish; logs:\n{}",
-        logs()
-    );
-    assert_eq!(
-        query_i64(
-            &mut db,
-            "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'"
-        )
-        .await,
-        32,
-        "{}",
-        logs()
-    );
+    let names = ["w1", "w2", "w3", "coordinator"];
+    cluster
+        .all_succeed(&mut db, 32, Duration::from_secs(900), &names)
+        .await;
 
     // exactly one result per job
     assert_eq!(query_i64(&mut db, "SELECT COUNT(*) FROM results").await, 32);
@@ -207,22 +193,10 @@ async fn workers_fetch_an_exported_model_from_the_store() {
         "8",
     ]);
     assert!(submit.status.success(), "{}", text(&submit.stderr));
-    let logs = || cluster.logs(&["w1", "w2", "coordinator"]);
-    assert!(
-        until_finished(&mut db, Duration::from_secs(600)).await,
-        "the campaign did not finish; logs:\n{}",
-        logs()
-    );
-    assert_eq!(
-        query_i64(
-            &mut db,
-            "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'"
-        )
-        .await,
-        12,
-        "{}",
-        logs()
-    );
+    let names = ["w1", "w2", "coordinator"];
+    cluster
+        .all_succeed(&mut db, 12, Duration::from_secs(600), &names)
+        .await;
     // every result names the archive's sha256, and the workers fetched it from the store
     let other = sqlx::query("SELECT COUNT(*) FROM results WHERE weights_sha256 <> $1")
         .bind(&sha)
@@ -232,8 +206,10 @@ async fn workers_fetch_an_exported_model_from_the_store() {
         .get::<i64, _>(0);
     assert_eq!(other, 0);
     assert!(
-        logs().contains("weights fetched from the store"),
+        cluster
+            .logs(&names)
+            .contains("weights fetched from the store"),
         "{}",
-        logs()
+        cluster.logs(&names)
     );
 }

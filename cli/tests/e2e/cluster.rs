@@ -269,6 +269,26 @@ pub async fn until_finished(db: &mut PgConnection, limit: Duration) -> bool {
     .is_ok()
 }
 
+impl Cluster {
+    /// Waits (up to `limit`) until every job is final, then checks that all `jobs` succeeded;
+    /// a failure shows the logs of `names`.
+    pub async fn all_succeed(
+        &self,
+        db: &mut PgConnection,
+        jobs: i64,
+        limit: Duration,
+        names: &[&str],
+    ) {
+        assert!(
+            until_finished(db, limit).await,
+            "the campaign did not finish; logs:\n{}",
+            self.logs(names)
+        );
+        let succeeded = query_i64(db, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await;
+        assert_eq!(succeeded, jobs, "{}", self.logs(names));
+    }
+}
+
 /// Checks that every artifact the database records exists in S3 with its recorded sha256,
 /// under the key of the attempt whose result won; returns how many there are.
 pub async fn artifacts_are_whole(cluster: &Cluster, db: &mut PgConnection) -> usize {

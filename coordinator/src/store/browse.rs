@@ -7,8 +7,6 @@ use super::{placeholders, Store};
 use crate::error::Result;
 use sqlx::any::AnyTypeInfoKind;
 use sqlx::{Column as _, Row, ValueRef as _};
-use std::collections::HashMap;
-use vephys_proto::v1::{Artifact, JobOutcome, JobResult, Provenance, TuningPoint};
 use vephys_results::table::{Cell, Column, Kind, Table};
 
 /// A recorded artifact: where it is and what it must hash to.
@@ -19,37 +17,6 @@ pub struct ArtifactRecord {
     pub uri: String,
     pub sha256: String,
     pub bytes: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct ResultRow {
-    job_id: i64,
-    layer: String,
-    filter: i64,
-    probe: String,
-    attempt: i64,
-    max_act: f64,
-    mean_act: f64,
-    status: String,
-    derived: String,
-    weights_sha256: String,
-    params: String,
-    params_hash: String,
-    seed: i64,
-    device: String,
-    library_versions: String,
-    worker: String,
-    duration_ms: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct PointRow {
-    job_id: i64,
-    probe: String,
-    x: f64,
-    label: Option<String>,
-    max_act: f64,
-    mean_act: f64,
 }
 
 /// A unit's max image, as the grid links it.
@@ -251,94 +218,6 @@ impl Store {
             query = query.bind(*id);
         }
         Ok(query.fetch_all(&self.pool).await?)
-    }
-
-    /// The finished ones of these jobs with their numbers, provenance, tuning points and
-    /// artifacts (what `results_page` reads, by job id), in id order.
-    pub async fn results_of(&self, ids: &[i64]) -> Result<Vec<JobResult>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let list = placeholders(1, ids.len());
-        let json = |c| self.dialect.json_text(c);
-        let sql = format!(
-            "SELECT j.id AS job_id, j.layer, j.filter, j.probe, r.attempt, r.max_act, r.mean_act,
-                    r.status, {} AS derived, r.weights_sha256, {} AS params, r.params_hash, r.seed,
-                    r.device, {} AS library_versions, r.worker, r.duration_ms
-             FROM jobs j JOIN results r ON r.job_id = j.id
-             WHERE j.id IN ({list}) ORDER BY j.id",
-            json("r.derived"),
-            json("r.params"),
-            json("r.library_versions"),
-        );
-        let mut query = sqlx::query_as::<_, ResultRow>(&sql);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        let sql = format!(
-            "SELECT job_id, probe, x, label, max_act, mean_act FROM tuning_points
-             WHERE job_id IN ({list}) ORDER BY job_id, position"
-        );
-        let mut query = sqlx::query_as::<_, PointRow>(&sql);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        let mut points: HashMap<i64, Vec<TuningPoint>> = HashMap::new();
-        for p in query.fetch_all(&self.pool).await? {
-            points.entry(p.job_id).or_default().push(TuningPoint {
-                probe: p.probe,
-                x: p.x,
-                label: p.label,
-                max_act: p.max_act,
-                mean_act: p.mean_act,
-            });
-        }
-        let sql = format!(
-            "SELECT job_id, kind, uri, sha256, bytes FROM artifacts
-             WHERE job_id IN ({list}) ORDER BY job_id, kind"
-        );
-        let mut query = sqlx::query_as::<_, ArtifactRecord>(&sql);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        let mut artifacts: HashMap<i64, Vec<Artifact>> = HashMap::new();
-        for a in query.fetch_all(&self.pool).await? {
-            artifacts.entry(a.job_id).or_default().push(Artifact {
-                kind: a.kind,
-                uri: a.uri,
-                sha256: a.sha256,
-                bytes: a.bytes as u64,
-            });
-        }
-        Ok(rows
-            .into_iter()
-            .map(|r| JobResult {
-                job_id: r.job_id,
-                layer: r.layer,
-                filter: r.filter,
-                probe: r.probe,
-                attempt: r.attempt,
-                points: points.remove(&r.job_id).unwrap_or_default(),
-                artifacts: artifacts.remove(&r.job_id).unwrap_or_default(),
-                result: Some(JobOutcome {
-                    max_act: r.max_act,
-                    mean_act: r.mean_act,
-                    status: r.status,
-                    derived_json: r.derived,
-                    provenance: Some(Provenance {
-                        weights_sha256: r.weights_sha256,
-                        params_json: r.params,
-                        params_hash: r.params_hash,
-                        seed: r.seed,
-                        device: r.device,
-                        library_versions_json: r.library_versions,
-                        worker: r.worker,
-                        duration_ms: r.duration_ms,
-                    }),
-                }),
-            })
-            .collect())
     }
 
     /// The latest failed or expired attempts of a campaign, newest first.

@@ -1,5 +1,6 @@
 //! The read side: finished jobs with their numbers, tuning points and artifacts.
 
+use super::browse::ArtifactRecord;
 use super::{placeholders, Store};
 use crate::error::Result;
 use std::collections::HashMap;
@@ -45,15 +46,6 @@ struct PointRow {
     mean_act: f64,
 }
 
-#[derive(sqlx::FromRow)]
-struct ArtifactRow {
-    job_id: i64,
-    kind: String,
-    uri: String,
-    sha256: String,
-    bytes: i64,
-}
-
 impl Store {
     /// One page of results in job order, starting after job `after`; an empty page is the end.
     pub async fn results_page(
@@ -64,21 +56,15 @@ impl Store {
     ) -> Result<Vec<JobResult>> {
         // Keyset pagination on the job id: stable while workers keep completing jobs, and each
         // page is an index range scan however deep the reader is.
-        let json = |c| self.dialect.json_text(c);
         let sql = format!(
-            "SELECT j.id AS job_id, j.layer, j.filter, j.probe, r.attempt, r.max_act, r.mean_act,
-                    r.status, {} AS derived, r.weights_sha256, {} AS params, r.params_hash, r.seed,
-                    r.device, {} AS library_versions, r.worker, r.duration_ms
-             FROM jobs j JOIN results r ON r.job_id = j.id
+            "SELECT {} FROM jobs j JOIN results r ON r.job_id = j.id
              WHERE j.campaign_id = $1 AND j.id > $2
                AND ($3 IS NULL OR j.layer = $3)
                AND ($4 IS NULL OR j.filter = $4)
                AND ($5 IS NULL OR j.probe = $5)
              ORDER BY j.id
              LIMIT $6",
-            json("r.derived"),
-            json("r.params"),
-            json("r.library_versions")
+            self.result_columns()
         );
         let rows: Vec<ResultRow> = sqlx::query_as(&sql)
             .bind(filter.campaign_id)
@@ -89,6 +75,43 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
+        self.with_points_and_artifacts(rows).await
+    }
+
+    /// The finished ones of these jobs, as `results_page` reads them, in id order.
+    pub async fn results_of(&self, ids: &[i64]) -> Result<Vec<JobResult>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM jobs j JOIN results r ON r.job_id = j.id
+             WHERE j.id IN ({}) ORDER BY j.id",
+            self.result_columns(),
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query_as::<_, ResultRow>(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        self.with_points_and_artifacts(rows).await
+    }
+
+    /// The select list of a `ResultRow` over `jobs j JOIN results r`.
+    fn result_columns(&self) -> String {
+        let json = |c| self.dialect.json_text(c);
+        format!(
+            "j.id AS job_id, j.layer, j.filter, j.probe, r.attempt, r.max_act, r.mean_act,
+             r.status, {} AS derived, r.weights_sha256, {} AS params, r.params_hash, r.seed,
+             r.device, {} AS library_versions, r.worker, r.duration_ms",
+            json("r.derived"),
+            json("r.params"),
+            json("r.library_versions")
+        )
+    }
+
+    /// The rows' jobs completed with their tuning points and artifacts (two queries for all).
+    async fn with_points_and_artifacts(&self, rows: Vec<ResultRow>) -> Result<Vec<JobResult>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -114,8 +137,11 @@ impl Store {
             });
         }
 
-        let sql = format!("SELECT job_id, kind, uri, sha256, bytes FROM artifacts WHERE job_id IN ({list}) ORDER BY job_id, kind");
-        let mut query = sqlx::query_as::<_, ArtifactRow>(&sql);
+        let sql = format!(
+            "SELECT job_id, kind, uri, sha256, bytes FROM artifacts
+             WHERE job_id IN ({list}) ORDER BY job_id, kind"
+        );
+        let mut query = sqlx::query_as::<_, ArtifactRecord>(&sql);
         for id in &ids {
             query = query.bind(*id);
         }
