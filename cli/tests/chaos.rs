@@ -1,4 +1,4 @@
-//! The chaos test: one campaign (48 jobs) on a real cluster (Postgres, Garage, two coordinator processes
+//! The chaos test: one campaign (64 jobs) on a real cluster (Postgres, Garage, two coordinator processes
 //! on one database, four worker processes fetching the weights from S3) through every routine
 //! fault of a shared cluster, one after the other while jobs run:
 //!
@@ -116,15 +116,15 @@ async fn a_campaign_survives_every_routine_fault_of_a_cluster() {
         "--layers",
         "blocks.4",
         "--filters",
-        "0..12",
+        "0..16",
         "--probes",
         "synthesis,baseline,zoom,rotation",
         "--steps",
-        "64",
+        "96",
     ]);
     assert!(submit.status.success(), "{}", text(&submit.stderr));
     let jobs = query_i64(&mut db, "SELECT COUNT(*) FROM jobs").await;
-    assert_eq!(jobs, 48);
+    assert_eq!(jobs, 64);
 
     let first = cluster.url.clone();
     let mut w1 = cluster.worker_of(&first, "w1", &[]);
@@ -224,7 +224,7 @@ async fn a_campaign_survives_every_routine_fault_of_a_cluster() {
 
     let logs = || cluster.logs(&names);
     cluster
-        .all_succeed(&mut db, 48, Duration::from_secs(900), &names)
+        .all_succeed(&mut db, 64, Duration::from_secs(900), &names)
         .await;
     // nothing was charged for an infrastructure fault: the only attempts that did not succeed
     // are expired leases (the killed and the paused worker's) and released ones
@@ -239,10 +239,10 @@ async fn a_campaign_survives_every_routine_fault_of_a_cluster() {
         logs()
     );
     // one result per job, each from the job's last attempt
-    assert_eq!(query_i64(&mut db, "SELECT COUNT(*) FROM results").await, 48);
+    assert_eq!(query_i64(&mut db, "SELECT COUNT(*) FROM results").await, 64);
     assert_eq!(
         query_i64(&mut db, "SELECT COUNT(DISTINCT job_id) FROM results").await,
-        48
+        64
     );
     assert_eq!(
         query_i64(
@@ -265,7 +265,7 @@ async fn a_campaign_survives_every_routine_fault_of_a_cluster() {
         );
     }
     let artifacts = artifacts_are_whole(&cluster, &mut db).await;
-    assert!(artifacts >= 48, "a record per job: {artifacts}");
+    assert!(artifacts >= 64, "a record per job: {artifacts}");
 
     // no worker gave up on its own
     for (name, w) in [("w2", &mut w2), ("w3", &mut w3), ("w4", &mut w4)] {
