@@ -6,83 +6,12 @@
 
 mod e2e;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use e2e::{binary, free_port, text, wait_for, Proc};
-
-/// A CA and a certificate it signs for `localhost`, made with openssl in `dir`:
-/// (CA certificate, server certificate, server key), all PEM.
-fn private_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let path = |file: &str| dir.join(format!("{name}-{file}"));
-    let s = |p: PathBuf| p.display().to_string();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl runs (scripts/postgres.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            text(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-keyout",
-        &s(path("ca.key")),
-        "-out",
-        &s(path("ca.crt")),
-        "-subj",
-        &format!("/CN={name} test CA"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &s(path("server.key")),
-        "-out",
-        &s(path("server.csr")),
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        path("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(path("server.csr")),
-        "-CA",
-        &s(path("ca.crt")),
-        "-CAkey",
-        &s(path("ca.key")),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &s(path("server.ext")),
-        "-out",
-        &s(path("server.crt")),
-    ]);
-    (path("ca.crt"), path("server.crt"), path("server.key"))
-}
+use vephys_coordinator::testing::private_ca;
 
 /// `vephys ARGS` against `url` with the user token; `ca` as --ca-cert or VEPHYS_CA_CERT.
 fn vephys(

@@ -1,5 +1,6 @@
 //! Helpers for tests of the coordinator and of its clients (the worker daemon, the CLI): a
-//! fresh Postgres database per test, and a TCP proxy in front of it that a test can break.
+//! fresh Postgres database per test, a TCP proxy in front of it that a test can break, and a
+//! private CA for TLS tests.
 //! Not used by the coordinator itself.
 
 use sha2::Digest;
@@ -132,4 +133,79 @@ pub async fn fresh_postgres(name: &str) -> String {
         Some((server, _)) => format!("{server}/{db}"),
         None => panic!("VEPHYS_TEST_DATABASE_URL {base} has no database path"),
     }
+}
+
+/// A private CA and a certificate it signs for `localhost`, made with openssl in `dir`:
+/// (CA certificate, server certificate, server key), all PEM.
+pub fn private_ca(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let path = |file: &str| dir.join(format!("{name}-{file}"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs (scripts/postgres.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |p: std::path::PathBuf| p.display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        &s(path("ca.key")),
+        "-out",
+        &s(path("ca.crt")),
+        "-subj",
+        &format!("/CN={name} test CA"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &s(path("server.key")),
+        "-out",
+        &s(path("server.csr")),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        path("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(path("server.csr")),
+        "-CA",
+        &s(path("ca.crt")),
+        "-CAkey",
+        &s(path("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(path("server.ext")),
+        "-out",
+        &s(path("server.crt")),
+    ]);
+    (path("ca.crt"), path("server.crt"), path("server.key"))
 }

@@ -24,6 +24,7 @@ use vephys_coordinator::auth::Tokens;
 use vephys_coordinator::metrics::Metrics;
 use vephys_coordinator::server::{serve_grpc, Settings};
 use vephys_coordinator::store::{Connect, DatabaseTls, Policy, Store};
+use vephys_coordinator::testing::private_ca;
 
 /// The TLS-only cluster's URL (no sslmode), the CA that signed its certificate, another CA.
 fn tls_cluster() -> (String, PathBuf, PathBuf) {
@@ -218,78 +219,6 @@ async fn the_coordinator_binary_reads_the_ca_from_its_flag_and_variable() {
         log.contains("database-ca") && log.contains("cannot read /nonexistent/ca.crt"),
         "{log}"
     );
-}
-
-/// A private CA and a certificate it signs for `localhost`, made with openssl in `dir`:
-/// (CA certificate, server certificate, server key), all PEM.
-pub fn private_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let path = |file: &str| dir.join(format!("{name}-{file}"));
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl runs (scripts/postgres.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let s = |p: PathBuf| p.display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-keyout",
-        &s(path("ca.key")),
-        "-out",
-        &s(path("ca.crt")),
-        "-subj",
-        &format!("/CN={name} test CA"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &s(path("server.key")),
-        "-out",
-        &s(path("server.csr")),
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        path("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(path("server.csr")),
-        "-CA",
-        &s(path("ca.crt")),
-        "-CAkey",
-        &s(path("ca.key")),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &s(path("server.ext")),
-        "-out",
-        &s(path("server.crt")),
-    ]);
-    (path("ca.crt"), path("server.crt"), path("server.key"))
 }
 
 #[tokio::test]
