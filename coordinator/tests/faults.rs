@@ -22,28 +22,9 @@ use vephys_proto::v1::{
     JobProgress, LeaseRequest, LeasedJob, Provenance, TuningPoint,
 };
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres, concat!("pg_faults_", stringify!($name))).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite, stringify!($name)).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+common::both!(
+    "pg_faults_",
+    4;
     a_retried_lease_returns_what_the_first_took,
     only_the_worker_holding_a_lease_may_write_its_job,
     a_campaign_keeps_the_weights_it_was_submitted_with,

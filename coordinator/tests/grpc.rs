@@ -175,28 +175,9 @@ fn point(probe: &str, x: f64, label: Option<&str>, act: f64) -> TuningPoint {
     }
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres, concat!("pg_grpc_", stringify!($name))).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite, stringify!($name)).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+common::both!(
+    "pg_grpc_",
+    2;
     a_fake_worker_runs_a_campaign_end_to_end,
     cancel_reaches_a_running_worker_through_its_heartbeat
 );

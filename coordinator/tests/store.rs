@@ -13,28 +13,9 @@ use vephys_proto::v1::{
     TuningPoint,
 };
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres, concat!("pg_", stringify!($name))).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite, stringify!($name)).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+common::both!(
+    "pg_",
+    4;
     fencing_refuses_the_stale_token_and_accepts_the_current_one,
     eight_concurrent_leasers_complete_ten_thousand_jobs_exactly_once,
     submitting_the_same_spec_twice_adds_no_jobs,

@@ -10,6 +10,33 @@ use vephys_coordinator::server::{serve_grpc_with_options, DbHealth, ServeOptions
 use vephys_coordinator::store::{Connect, Policy, Store};
 use vephys_proto::v1::{Layer, Model, RegisterWorkerRequest};
 
+/// `both!(PREFIX, THREADS; test_a, test_b)` runs each `async fn test_a(Backend, &str)` of the
+/// test file twice: on Postgres (database `PREFIX` + name, so test binaries never share one)
+/// and on SQLite, each on a multi-threaded runtime of THREADS workers.
+#[allow(unused_macros)] // as dead_code above
+macro_rules! both {
+    ($prefix:literal, $threads:literal; $($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres, concat!($prefix, stringify!($name))).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite, stringify!($name)).await
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
