@@ -16,52 +16,15 @@ use vephys_proto::v1::{Artifact, Campaign, JobOutcome, JobResult, TuningPoint};
 use super::units::format_table;
 use super::*;
 
-/// A real 2x2 RGB PNG of one colour: stored (uncompressed) deflate, so no encoder is needed.
+/// A real 2x2 RGB PNG of one colour.
 fn tiny_png(rgb: [u8; 3]) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in bytes {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend((data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend(kind);
-        out.extend(data);
-        let crc = crc32(&out[start..]);
-        out.extend(crc.to_be_bytes());
-    }
-    let (w, h) = (2u32, 2u32);
-    // each scanline: filter type 0 (none), then the pixels
-    let line: Vec<u8> = std::iter::once(0).chain(rgb.repeat(w as usize)).collect();
-    let raw = line.repeat(h as usize);
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in &raw {
-        a = (a + u32::from(x)) % 65521;
-        b = (b + a) % 65521;
-    }
-    let mut z = vec![0x78, 0x01, 0x01];
-    z.extend((raw.len() as u16).to_le_bytes());
-    z.extend((!(raw.len() as u16)).to_le_bytes());
-    z.extend(&raw);
-    z.extend(((b << 16) | a).to_be_bytes());
-    let mut ihdr = Vec::new();
-    ihdr.extend(w.to_be_bytes());
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &z);
-    chunk(&mut out, b"IEND", &[]);
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, 2, 2);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&rgb.repeat(4)).unwrap();
+    writer.finish().unwrap();
     out
 }
 

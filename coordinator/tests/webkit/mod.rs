@@ -45,64 +45,23 @@ pub fn model() -> Model {
     }
 }
 
-/// A real RGB PNG (stored deflate, so no encoder is needed): a diagonal gradient tinted by
-/// `rgb`, `size` pixels square, different for every `seed`.
+/// A real RGB PNG: a diagonal gradient tinted by `rgb`, `size` pixels square, different for
+/// every `seed`.
 pub fn png(size: u32, rgb: [u8; 3], seed: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in bytes {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend((data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend(kind);
-        out.extend(data);
-        let crc = crc32(&out[start..]);
-        out.extend(crc.to_be_bytes());
-    }
-    let mut raw = Vec::new();
+    let mut pixels = Vec::with_capacity((size * size * 3) as usize);
     for y in 0..size {
-        raw.push(0); // filter type: none
         for x in 0..size {
             let t = ((x * 3 + y * 5 + seed * 17) % 256) as u16;
-            for c in rgb {
-                raw.push(((u16::from(c) * t) / 255) as u8);
-            }
+            pixels.extend(rgb.map(|c| ((u16::from(c) * t) / 255) as u8));
         }
     }
-    // zlib stream of stored blocks (at most 65,535 bytes each)
-    let mut z = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
-    for (i, block) in blocks.iter().enumerate() {
-        z.push(u8::from(i + 1 == blocks.len()));
-        z.extend((block.len() as u16).to_le_bytes());
-        z.extend((!(block.len() as u16)).to_le_bytes());
-        z.extend(*block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in &raw {
-        a = (a + u32::from(x)) % 65521;
-        b = (b + a) % 65521;
-    }
-    z.extend(((b << 16) | a).to_be_bytes());
-    let mut ihdr = Vec::new();
-    ihdr.extend(size.to_be_bytes());
-    ihdr.extend(size.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &z);
-    chunk(&mut out, b"IEND", &[]);
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, size, size);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
     out
 }
 
