@@ -69,15 +69,7 @@ fn local_runs_every_probe_writes_the_report_and_resumes() {
     let results = vephys(&["--data-dir", data_s, "results", "1"]);
     let table = text(&results.stdout);
     assert!(results.status.success(), "{}", text(&results.stderr));
-    for probe in [
-        "synthesis",
-        "baseline",
-        "zoom",
-        "rotation",
-        "color",
-        "grating",
-        "hue",
-    ] {
+    for probe in vephys_proto::params::Probe::ALL.map(|p| p.as_str()) {
         assert!(table.contains(probe), "no {probe} results:\n{table}");
     }
     // `csi` means one thing everywhere: the daemon's baseline job and `vephys-worker probe`
@@ -302,15 +294,7 @@ fn local_runs_every_probe_on_an_exported_model() {
     assert!(results.status.success(), "{}", text(&results.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&results.stdout).unwrap();
     let rows = rows.as_array().unwrap();
-    for probe in [
-        "synthesis",
-        "baseline",
-        "zoom",
-        "rotation",
-        "color",
-        "grating",
-        "hue",
-    ] {
+    for probe in vephys_proto::params::Probe::ALL.map(|p| p.as_str()) {
         assert_eq!(
             rows.iter().filter(|r| r["probe"] == probe).count(),
             2,

@@ -12,16 +12,6 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vephys_coordinator::store::{Connect, Policy, Store};
 
-const ALL: [&str; 7] = [
-    "synthesis",
-    "baseline",
-    "zoom",
-    "rotation",
-    "color",
-    "grating",
-    "hue",
-];
-
 /// A data directory as `vephys local` leaves it: `vephys.db` and `objects/`, one campaign of
 /// four units with every probe.
 async fn data_dir(dir: &Path) {
@@ -42,7 +32,7 @@ async fn data_dir(dir: &Path) {
         "web",
         "conv1",
         "0..4",
-        &ALL,
+        &webkit::all_probes(),
         None,
         None,
         webkit::Files::all(16),
@@ -100,7 +90,7 @@ async fn results_go_to_parquet_and_csv_files() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrote 28 results"));
     let (n, names) = rows(&jobs);
-    assert_eq!(n, 4 * ALL.len() as i64);
+    assert_eq!(n, 4 * webkit::all_probes().len() as i64);
     for column in [
         "job", "layer", "filter", "probe", "max_act", "mean_act", "status", "derived", "params",
         "seed",

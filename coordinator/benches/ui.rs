@@ -18,15 +18,6 @@ use sqlx::Connection;
 use vephys_coordinator::store::{Connect, Policy, Store};
 use webkit::{get, Files, Server};
 
-const PROBES: [&str; 7] = [
-    "synthesis",
-    "baseline",
-    "zoom",
-    "rotation",
-    "color",
-    "grating",
-    "hue",
-];
 const ROUNDS: usize = 30;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +104,7 @@ async fn run(backend: &str, url: &str, units: i64, dir: &std::path::Path) -> Res
         "bench",
         "wide",
         &format!("0..{units}"),
-        &PROBES,
+        &webkit::all_probes(),
         None,
         None,
         files,
@@ -124,7 +115,7 @@ async fn run(backend: &str, url: &str, units: i64, dir: &std::path::Path) -> Res
         .await?;
     println!(
         "  inserted {} jobs, {points} tuning points, {units} max images in {:.1} s",
-        units * PROBES.len() as i64,
+        units * webkit::all_probes().len() as i64,
         started.elapsed().as_secs_f64()
     );
     let view = Instant::now();

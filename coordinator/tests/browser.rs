@@ -18,16 +18,6 @@ use serde_json::{json, Value};
 use vephys_coordinator::store::{Connect, Policy, Store};
 use webkit::{campaign, Files, Server};
 
-const ALL: [&str; 7] = [
-    "synthesis",
-    "baseline",
-    "zoom",
-    "rotation",
-    "color",
-    "grating",
-    "hue",
-];
-
 // fields drop in order: the server and the store before the runtime, the files last
 struct Fixture {
     server: Server,
@@ -72,7 +62,7 @@ fn fixture(token: Option<&str>) -> Fixture {
             "browser",
             "conv1",
             "0..8",
-            &ALL,
+            &webkit::all_probes(),
             Some(1),
             None,
             files,

@@ -45,16 +45,6 @@ both!(
     failed_jobs_show_their_errors,
 );
 
-const ALL: [&str; 7] = [
-    "synthesis",
-    "baseline",
-    "zoom",
-    "rotation",
-    "color",
-    "grating",
-    "hue",
-];
-
 struct Fixture {
     store: Arc<Store>,
     objects: vephys_objects::Objects,
@@ -74,7 +64,7 @@ async fn fixture(backend: Backend, name: &str, unfinished: Option<(&str, usize)>
         "web",
         "conv1",
         "0..8",
-        &ALL,
+        &webkit::all_probes(),
         Some(1),
         unfinished,
         webkit::Files::all(24),
@@ -191,7 +181,10 @@ async fn pages_and_json_show_a_campaign(backend: Backend, name: &str) {
         .await
         .json();
     assert_eq!(record["filter"], 2);
-    assert_eq!(record["results"].as_array().unwrap().len(), ALL.len());
+    assert_eq!(
+        record["results"].as_array().unwrap().len(),
+        webkit::all_probes().len()
+    );
     assert!(record["summary"]["color_selectivity"].is_f64());
     assert!(record["links"]["max_image"]
         .as_str()

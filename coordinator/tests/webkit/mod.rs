@@ -17,6 +17,11 @@ use vephys_proto::v1::{
     RegisterWorkerRequest, TuningPoint,
 };
 
+/// Every probe's name, in the contract's order.
+pub fn all_probes() -> [&'static str; 7] {
+    vephys_proto::params::Probe::ALL.map(vephys_proto::params::Probe::as_str)
+}
+
 /// A model with one small layer and one of 20,000 channels.
 pub fn model() -> Model {
     Model {
