@@ -39,39 +39,32 @@ impl Store {
     /// Adds a model or replaces its description (a user's re-registration after a weights
     /// update). Campaigns submitted before keep the weights they pinned.
     pub async fn register_model(&self, model: &Model) -> Result<()> {
-        check_model(model)?;
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO models (name, architecture, input_size, weights_uri, weights_sha256, manifest, registered_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (name) DO UPDATE SET architecture = excluded.architecture,
+        self.insert_model(
+            model,
+            "DO UPDATE SET architecture = excluded.architecture,
                  input_size = excluded.input_size, weights_uri = excluded.weights_uri,
                  weights_sha256 = excluded.weights_sha256, manifest = excluded.manifest",
         )
-        .bind(&model.name)
-        .bind(&model.architecture)
-        .bind(model.input_size)
-        .bind(&model.weights_uri)
-        .bind(model.weights_sha256.to_lowercase())
-        .bind(&model.manifest_json)
-        .bind(now_ms())
-        .execute(&mut *tx)
         .await?;
-        write_layers(&mut tx, model).await?;
-        tx.commit().await?;
         Ok(())
     }
 
     /// Adds `model` unless the registry has a model of that name already, which is left as it
     /// is (a worker's registration); returns whether it was added.
     pub async fn add_missing_model(&self, model: &Model) -> Result<bool> {
+        self.insert_model(model, "DO NOTHING").await
+    }
+
+    /// Inserts `model` and its layers, `ON CONFLICT (name) <on_conflict>`; returns whether the
+    /// models row was written (and so the layers).
+    async fn insert_model(&self, model: &Model, on_conflict: &str) -> Result<bool> {
         check_model(model)?;
         let mut tx = self.begin_write().await?;
-        let added = sqlx::query(
+        let written = sqlx::query(&format!(
             "INSERT INTO models (name, architecture, input_size, weights_uri, weights_sha256, manifest, registered_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (name) DO NOTHING",
-        )
+             ON CONFLICT (name) {on_conflict}"
+        ))
         .bind(&model.name)
         .bind(&model.architecture)
         .bind(model.input_size)
@@ -83,11 +76,11 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
-        if added {
+        if written {
             write_layers(&mut tx, model).await?;
         }
         tx.commit().await?;
-        Ok(added)
+        Ok(written)
     }
 
     pub async fn model(&self, name: &str) -> Result<Option<Model>> {
