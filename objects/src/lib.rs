@@ -240,14 +240,7 @@ impl Objects {
     /// Reads the object at `uri` and checks it still has the recorded sha256.
     pub async fn get_verified(&self, uri: &str, sha256: &str) -> Result<Vec<u8>> {
         let bytes = self.get(uri).await?;
-        let actual = sha256_hex(&bytes);
-        if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(ObjectsError::Sha256Mismatch {
-                uri: uri.to_string(),
-                expected: sha256.to_lowercase(),
-                actual,
-            });
-        }
+        check_sha256(uri, &bytes, sha256)?;
         Ok(bytes)
     }
 
@@ -272,14 +265,7 @@ impl Objects {
         max_bytes: u64,
     ) -> Result<Vec<u8>> {
         let bytes = self.get_bounded(uri, max_bytes).await?;
-        let actual = sha256_hex(&bytes);
-        if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(ObjectsError::Sha256Mismatch {
-                uri: uri.to_string(),
-                expected: sha256.to_lowercase(),
-                actual,
-            });
-        }
+        check_sha256(uri, &bytes, sha256)?;
         Ok(bytes)
     }
 
@@ -455,6 +441,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The local path of a `file://` URI, for tools that want to open the file themselves.
 pub fn local_path(uri: &str) -> Option<&Path> {
     uri.strip_prefix("file://").map(Path::new)
+}
+
+/// `bytes` (read from `uri`) have the recorded `sha256` (hex, either case).
+fn check_sha256(uri: &str, bytes: &[u8], sha256: &str) -> Result<()> {
+    let actual = sha256_hex(bytes);
+    if !actual.eq_ignore_ascii_case(sha256) {
+        return Err(ObjectsError::Sha256Mismatch {
+            uri: uri.to_string(),
+            expected: sha256.to_lowercase(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
