@@ -225,14 +225,10 @@ impl Manifest {
         let mut names = std::collections::HashSet::new();
         let mut methods = std::collections::HashSet::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            if layer.channels <= 0 || layer.height <= 0 || layer.width <= 0 {
-                return bad(
-                    format!("layers[{i}]"),
-                    format!(
-                        "layer `{}` has shape {}x{}x{}; channels, height and width must be positive",
-                        layer.name, layer.channels, layer.height, layer.width
-                    ),
-                );
+            if let Some(reason) =
+                shape_problem(&layer.name, layer.channels, layer.height, layer.width)
+            {
+                return bad(format!("layers[{i}]"), reason);
             }
             let identifier = !layer.method.is_empty()
                 && layer
@@ -289,6 +285,16 @@ impl Manifest {
 /// devices of one release read each other's archives.
 pub fn torch_release(version: &str) -> &str {
     version.split('+').next().unwrap_or(version).trim()
+}
+
+/// Why a layer of this shape cannot be registered, if it cannot: its channels, height and
+/// width must be positive (the manifest and the registry check the same).
+pub fn shape_problem(name: &str, channels: i64, height: i64, width: i64) -> Option<String> {
+    (channels <= 0 || height <= 0 || width <= 0).then(|| {
+        format!(
+            "layer `{name}` has shape {channels}x{height}x{width}; channels, height and width must be positive"
+        )
+    })
 }
 
 #[cfg(test)]

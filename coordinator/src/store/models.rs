@@ -8,7 +8,7 @@ use super::limits::{check_len, MAX_TEXT_BYTES};
 use super::{now_ms, Store, Tx};
 use crate::error::{Error, Result};
 use std::collections::HashSet;
-use vephys_proto::manifest::Manifest;
+use vephys_proto::manifest::{shape_problem, Manifest};
 use vephys_proto::params::{MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_LAYERS, MAX_NAME_LEN};
 use vephys_proto::v1::{Layer, Model};
 
@@ -290,14 +290,9 @@ fn check_model(model: &Model) -> Result<()> {
         for (k, alias) in layer.aliases.iter().enumerate() {
             check_name(&format!("layers[{i}].aliases[{k}]"), alias)?;
         }
-        if layer.channels <= 0 || layer.height <= 0 || layer.width <= 0 {
-            return bad(
-                format!("layers[{i}]"),
-                format!(
-                    "layer `{}` has shape {}x{}x{}; channels, height and width must be positive",
-                    layer.name, layer.channels, layer.height, layer.width
-                ),
-            );
+        if let Some(reason) = shape_problem(&layer.name, layer.channels, layer.height, layer.width)
+        {
+            return bad(format!("layers[{i}]"), reason);
         }
         let side = i64::from(MAX_IMAGE_SIZE);
         if layer.channels > MAX_CHANNELS || layer.height > side || layer.width > side * side {
