@@ -250,7 +250,7 @@ fn every_probe_runs_on_an_exported_model() {
         .iter()
         .map(|m| [0, 1, 2].map(|_| MaxImage::new(m.image.shallow_clone())))
         .collect();
-    for probe in probes::PROBES {
+    for &probe in probes::PROBES {
         let input = match probes::needs(probe) {
             Needs::MaxImage => Input::MaxImages(&max),
             Needs::SingleColourMaxImages => Input::SingleColour(&triples),

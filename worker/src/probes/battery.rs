@@ -41,15 +41,8 @@ pub fn needs(probe: Probe) -> Needs {
     }
 }
 
-/// The probes that run on max images or parametric stimuli: all but synthesis.
-pub const PROBES: [Probe; 6] = [
-    Probe::Baseline,
-    Probe::Zoom,
-    Probe::Rotation,
-    Probe::Color,
-    Probe::Grating,
-    Probe::Hue,
-];
+/// The probes that run on max images or parametric stimuli: all but synthesis (the first).
+pub const PROBES: &[Probe] = Probe::ALL.split_at(1).1;
 
 /// Runs `probe` for `filters` of `layer`, one result per filter in order.
 pub fn run(
